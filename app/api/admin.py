@@ -1,0 +1,77 @@
+"""Admin API (bearer ``DARS_ADMIN_TOKEN``): threshold, calibration, router hot reload.
+
+Without a configured token every admin route answers 403, so the API is off by default.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter
+
+from app.deps import AdminAuth, ServicesDep
+from app.errors import InvalidRequest
+from app.protocol import (
+    CalibrateRequest,
+    ReloadRequest,
+    ReloadResponse,
+    ThresholdResponse,
+    ThresholdUpdate,
+)
+from app.scoring import RouterLoadError
+
+__all__ = ["router"]
+
+router = APIRouter(
+    prefix="/admin",
+    dependencies=[AdminAuth],
+    tags=["admin"],
+    responses={401: {"description": "Missing or wrong token"}, 403: {"description": "Disabled"}},
+)
+
+
+def _threshold(services: ServicesDep) -> ThresholdResponse:
+    return ThresholdResponse(
+        value=services.threshold.get(),
+        default=services.scorer.model.default_threshold,
+        cloud_share=services.threshold.cloud_share(),
+    )
+
+
+@router.get("/threshold")
+async def get_threshold(services: ServicesDep) -> ThresholdResponse:
+    return _threshold(services)
+
+
+@router.put("/threshold")
+async def set_threshold(body: ThresholdUpdate, services: ServicesDep) -> ThresholdResponse:
+    services.threshold.set(body.value)
+    return _threshold(services)
+
+
+@router.post("/threshold/calibrate")
+async def calibrate_threshold(body: CalibrateRequest, services: ServicesDep) -> ThresholdResponse:
+    """Set the threshold that sends about ``cloud_share`` of the traffic to the cloud."""
+    services.threshold.calibrate(body.cloud_share, services.scorer.model.calibration)
+    return _threshold(services)
+
+
+@router.post("/router/reload")
+async def reload_router(body: ReloadRequest, services: ServicesDep) -> ReloadResponse:
+    """Load and check a router file, then swap it in; on any problem the old one keeps serving."""
+    scorer = services.scorer
+    path = body.path if body.path is not None else scorer.model.path
+    try:
+        model = await asyncio.to_thread(scorer.reload, path)
+    except RouterLoadError as exc:
+        raise InvalidRequest(
+            f"Router model rejected; the previous one keeps serving: {exc}",
+            param="path",
+            code="router_load_failed",
+        ) from exc
+    return ReloadResponse(
+        path=str(model.path),
+        provider=model.provider,
+        default_threshold=model.default_threshold,
+        embedding_model=model.embedding_model,
+    )

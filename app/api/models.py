@@ -1,0 +1,25 @@
+"""``GET /v1/models``: the router pseudo-model and the two upstream models."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from app.deps import ClientAuth, SettingsDep
+from app.policy import ROUTER_MODEL
+from app.protocol import ModelCard, ModelList
+
+__all__ = ["router"]
+
+router = APIRouter(dependencies=[ClientAuth], tags=["models"])
+
+
+@router.get("/v1/models")
+async def list_models(settings: SettingsDep) -> ModelList:
+    """``router`` (also usable as ``router-<threshold>``), then the edge and cloud models."""
+    return ModelList(
+        data=[
+            ModelCard(id=ROUTER_MODEL, owned_by="dars-router"),
+            ModelCard(id=settings.edge_model, owned_by="edge"),
+            ModelCard(id=settings.cloud_model, owned_by="cloud"),
+        ]
+    )

@@ -1,0 +1,28 @@
+"""``POST /v1/route``: the decision for a chat request body, without forwarding it."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from app.api.chat import ERROR_RESPONSES, route_request
+from app.deps import ClientAuth, ServicesDep
+from app.protocol import ChatCompletionRequest, RouteResponse
+
+__all__ = ["router"]
+
+router = APIRouter(dependencies=[ClientAuth], tags=["chat"])
+
+
+@router.post("/v1/route", responses=ERROR_RESPONSES)
+async def route_only(body: ChatCompletionRequest, services: ServicesDep) -> RouteResponse:
+    """Where this chat request would go; dry runs do not enter the live score window."""
+    routed = await route_request(body, services, record=False)
+    decision = routed.decision
+    return RouteResponse(
+        route=decision.route,
+        reason=decision.reason,
+        model=services.upstreams[decision.route].model,
+        score=decision.score,
+        threshold=decision.threshold,
+        cache_hit=routed.cache_hit,
+    )

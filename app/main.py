@@ -1,0 +1,303 @@
+"""The FastAPI application: ``create_app()`` registers routes and handlers; the lifespan builds
+the services (encoder, cache, router model, threshold, upstream clients) and closes them.
+
+Nothing happens at import. Every error a client can see is an OpenAI error body: the service's
+own errors, request validation (400), malformed JSON (400), oversized bodies (413), unknown
+routes (404) and unexpected failures (500).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.api import api_routers
+from app.cache import build_cache
+from app.deps import Services
+from app.embedding import BatchingEmbedder, QueryEmbedder, build_embedder
+from app.errors import DarsError, InvalidRequest, PayloadTooLarge, RouterUnavailable
+from app.metrics import Metrics
+from app.policy import ThresholdState
+from app.scoring import Scorer, load_router_model
+from app.settings import Settings, get_settings
+from app.upstream import Upstreams
+from router_models.contract import DEFAULT_EMBEDDING_MODEL_ID
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+
+__all__ = [
+    "NO_ROUTER_MESSAGE",
+    "BodySizeLimit",
+    "bundled_router_path",
+    "create_app",
+    "router_model_path",
+]
+
+logger = logging.getLogger(__name__)
+
+NO_ROUTER_MESSAGE = (
+    "No router model is configured and no bundled router was found "
+    "(router_models/pretrained/default.onnx). Train one with `dars-train` and point "
+    "DARS_ROUTER_MODEL at the .onnx file it writes, e.g. DARS_ROUTER_MODEL=/path/to/router.onnx."
+)
+
+
+def bundled_router_path() -> Path | None:
+    """The router shipped inside the ``router_models`` package, if this install has one."""
+    resource = resources.files("router_models").joinpath("pretrained", "default.onnx")
+    # Packages are installed as plain directories (no zip imports), so the resource is a file.
+    return Path(str(resource)) if resource.is_file() else None
+
+
+def router_model_path(settings: Settings) -> Path:
+    """``DARS_ROUTER_MODEL``, else the bundled router; else ``RouterUnavailable`` with how-to."""
+    if settings.router_model is not None:
+        if not settings.router_model.is_file():
+            raise RouterUnavailable(
+                f"Router model file not found: {settings.router_model} (DARS_ROUTER_MODEL)."
+            )
+        return settings.router_model
+    bundled = bundled_router_path()
+    if bundled is None:
+        raise RouterUnavailable(NO_ROUTER_MESSAGE)
+    return bundled
+
+
+# --- services
+
+
+def _embedder(
+    settings: Settings, metrics: Metrics, encoder: SentenceTransformer | None
+) -> BatchingEmbedder:
+    if encoder is None:
+        return build_embedder(settings, metrics)
+    return BatchingEmbedder(
+        encoder,
+        model_id=DEFAULT_EMBEDDING_MODEL_ID,
+        max_batch_size=settings.batch_max_size,
+        max_wait_ms=settings.batch_max_wait_ms,
+        metrics=metrics,
+    )
+
+
+async def build_services(
+    settings: Settings, stack: AsyncExitStack, *, encoder: SentenceTransformer | None = None
+) -> Services:
+    """Build every service, registering each one's ``aclose`` on ``stack`` (closed in reverse)."""
+    path = router_model_path(settings)  # before the slow encoder load: fail fast
+    metrics = Metrics()
+    embedder = await asyncio.to_thread(_embedder, settings, metrics, encoder)
+    await embedder.start()
+    stack.push_async_callback(embedder.aclose)
+    model = await asyncio.to_thread(
+        load_router_model,
+        path,
+        expected_embedding_model=embedder.model_id,
+        expected_dim=embedder.dim,
+        providers=settings.onnx_providers,
+        intra_op_threads=settings.onnx_threads,
+    )
+    scorer = Scorer(
+        model,
+        metrics=metrics,
+        providers=settings.onnx_providers,
+        intra_op_threads=settings.onnx_threads,
+    )
+    cache = build_cache(settings, metrics)
+    stack.push_async_callback(cache.aclose)
+    upstreams = Upstreams.from_settings(settings, metrics)
+    stack.push_async_callback(upstreams.aclose)
+    logger.info(
+        "router %s on %s, encoder %s on %s, cache %s",
+        model.path,
+        model.provider,
+        embedder.model_id,
+        embedder.device,
+        cache.backend,
+    )
+    return Services(
+        settings=settings,
+        metrics=metrics,
+        embedder=embedder,
+        cache=cache,
+        query_embedder=QueryEmbedder(embedder, cache),
+        scorer=scorer,
+        threshold=ThresholdState.from_settings(
+            settings, default_threshold=model.default_threshold, metrics=metrics
+        ),
+        upstreams=upstreams,
+    )
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async with AsyncExitStack() as stack:
+        app.state.services = await build_services(
+            app.state.settings, stack, encoder=app.state.encoder
+        )
+        try:
+            yield
+        finally:
+            app.state.services = None
+
+
+# --- request body limit
+
+
+class BodySizeLimit:
+    """ASGI middleware: 413 for bodies over ``max_bytes``, by ``Content-Length`` or as read.
+
+    The body is read here (FastAPI reads it whole anyway) and replayed to the app; later
+    ``receive`` calls go to the server, so disconnects still reach streaming responses.
+    """
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None:
+            try:
+                length = int(declared)
+            except ValueError:
+                error: DarsError = InvalidRequest("Invalid Content-Length header.")
+                await _error_response(error)(scope, receive, send)
+                return
+            if length > self.max_bytes:
+                await _error_response(self._too_large())(scope, receive, send)
+                return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client left before sending its body
+            chunk: bytes = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                await _error_response(self._too_large())(scope, receive, send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        await self.app(scope, _replay(b"".join(chunks), receive), send)
+
+    def _too_large(self) -> PayloadTooLarge:
+        return PayloadTooLarge(f"Request body exceeds {self.max_bytes} bytes.")
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if sent:
+            return await receive()
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replay
+
+
+# --- error rendering
+
+
+def _error_response(error: DarsError, status_code: int | None = None) -> JSONResponse:
+    return JSONResponse(error.to_body(), status_code=status_code or error.status_code)
+
+
+def _validation_message(exc: RequestValidationError) -> tuple[str, str | None, str | None]:
+    """(message, param, code) of the first validation error, in OpenAI's terms."""
+    errors = exc.errors()
+    if not errors:
+        return "Invalid request body.", None, None
+    first = errors[0]
+    if first.get("type") == "json_invalid":
+        detail = (first.get("ctx") or {}).get("error", "invalid JSON")
+        return f"Malformed JSON body: {detail}.", None, "invalid_json"
+    loc = [str(part) for part in first.get("loc", ()) if part != "body"]
+    param = ".".join(loc) if loc else None
+    where = f" at '{param}'" if param else ""
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return f"Invalid request body{where}: {first.get('msg', 'invalid')}{more}.", param, None
+
+
+async def _dars_error(request: Request, exc: Exception) -> JSONResponse:
+    if not isinstance(exc, DarsError):  # pragma: no cover - registered for DarsError only
+        raise exc
+    return _error_response(exc)
+
+
+async def _request_validation_error(request: Request, exc: Exception) -> JSONResponse:
+    if not isinstance(exc, RequestValidationError):  # pragma: no cover
+        raise exc
+    message, param, code = _validation_message(exc)
+    return _error_response(InvalidRequest(message, param=param, code=code))
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    if not isinstance(exc, StarletteHTTPException):  # pragma: no cover
+        raise exc
+    if exc.status_code == 404:
+        message = f"Unknown URL: {request.method} {request.url.path}"
+        error: DarsError = InvalidRequest(message, code="not_found")
+    elif exc.status_code < 500:
+        error = InvalidRequest(str(exc.detail), code=f"http_{exc.status_code}")
+    else:
+        error = DarsError(str(exc.detail))
+    response = _error_response(error, exc.status_code)
+    if exc.headers:
+        response.headers.update(exc.headers)
+    return response
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return _error_response(DarsError("Internal server error."))
+
+
+# --- the app
+
+
+def create_app(
+    settings: Settings | None = None, *, encoder: SentenceTransformer | None = None
+) -> FastAPI:
+    """The service as an ASGI app; services are built when it starts (lifespan).
+
+    ``encoder``: an already loaded all-MiniLM-L6-v2 to use instead of loading the one the
+    settings name (tests share one across apps).
+    """
+    settings = settings if settings is not None else get_settings()
+    app = FastAPI(
+        title="DARS Router",
+        summary="OpenAI-compatible router between an edge and a cloud LLM.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.encoder = encoder
+    app.state.services = None
+    for router in api_routers():
+        app.include_router(router)
+    app.add_exception_handler(DarsError, _dars_error)
+    app.add_exception_handler(RequestValidationError, _request_validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected_error)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    return app

@@ -1,0 +1,252 @@
+"""Routing policy: from the ``model`` field and a router score to edge or cloud.
+
+The threshold is the smallest probability that the cloud model is needed at which we pay for
+the cloud: ``score >= threshold`` goes to the cloud, anything lower to the edge. So ``0`` sends
+everything to the cloud and ``1`` everything to the edge (except a score of exactly 1).
+
+Clients choose per request through the ``model`` field, so that any OpenAI client works:
+
+    ``router``           the router decides with the server's threshold
+    ``router-0.35``      the router decides with threshold 0.35 (any decimal in [0, 1])
+    ``<edge model>``     forced to the edge, no scoring
+    ``<cloud model>``    forced to the cloud, no scoring
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import re
+import threading
+from collections import deque
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+
+from app.errors import InvalidRequest, ModelNotFound
+from router_models.contract import Calibration
+
+if TYPE_CHECKING:
+    from app.metrics import Metrics
+    from app.settings import Settings
+
+__all__ = [
+    "MIN_LIVE_SCORES",
+    "ROUTER_MODEL",
+    "Decision",
+    "ModelSelection",
+    "Reason",
+    "Route",
+    "ThresholdState",
+    "check_threshold",
+    "decide",
+    "parse_model_field",
+]
+
+Route = Literal["edge", "cloud"]
+Reason = Literal["threshold", "forced", "fallback"]
+
+ROUTER_MODEL = "router"
+_THRESHOLD_PREFIX = ROUTER_MODEL + "-"
+# Plain decimals only: no signs, exponents, underscores, spaces, nan or inf.
+_DECIMAL = re.compile(r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")  # [0-9], not \d: ASCII digits only
+
+# Fewer live scores than this and calibrate() uses the router file's quantiles instead: with 50
+# scores, the 2%-steps between order statistics are finer than any share an operator asks for.
+MIN_LIVE_SCORES = 50
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Where one request goes and why.
+
+    ``score`` and ``threshold`` are ``None`` when no scoring took place (forced, or a fallback
+    because the router was unavailable).
+    """
+
+    route: Route
+    reason: Reason
+    score: float | None = None
+    threshold: float | None = None
+
+    @classmethod
+    def forced(cls, route: Route) -> Decision:
+        return cls(route=route, reason="forced")
+
+    @classmethod
+    def fallback(cls, route: Route) -> Decision:
+        return cls(route=route, reason="fallback")
+
+
+@dataclass(frozen=True)
+class ModelSelection:
+    """The parsed ``model`` field.
+
+    ``forced_route`` is set when the client named an upstream model (no scoring);
+    ``threshold`` is the per-request threshold of ``router-<t>``, ``None`` for the server's.
+    """
+
+    model: str
+    forced_route: Route | None = None
+    threshold: float | None = None
+
+    @property
+    def uses_router(self) -> bool:
+        return self.forced_route is None
+
+
+def parse_model_field(model: str, *, edge_model: str, cloud_model: str) -> ModelSelection:
+    """Parse the request's ``model`` field; see the module docstring for the accepted forms.
+
+    Raises
+    ------
+    InvalidRequest
+        ``router-<t>`` with ``t`` not a plain decimal in [0, 1] (code ``invalid_threshold``).
+    ModelNotFound
+        Any other name.
+    """
+    if model == ROUTER_MODEL:
+        return ModelSelection(model=model)
+    if model == edge_model:
+        return ModelSelection(model=model, forced_route="edge")
+    if model == cloud_model:
+        return ModelSelection(model=model, forced_route="cloud")
+    if model.startswith(_THRESHOLD_PREFIX):
+        text = model[len(_THRESHOLD_PREFIX) :]
+        if _DECIMAL.fullmatch(text) is None:
+            raise InvalidRequest(
+                f"invalid threshold in model {model!r}: use router-<t> with t in [0, 1], "
+                "e.g. router-0.35",
+                param="model",
+                code="invalid_threshold",
+            )
+        return ModelSelection(model=model, threshold=check_threshold(float(text), param="model"))
+    raise ModelNotFound(
+        f"model {model!r} does not exist; use {ROUTER_MODEL!r}, 'router-<threshold>', "
+        f"{edge_model!r} or {cloud_model!r}",
+        param="model",
+    )
+
+
+def check_threshold(value: object, *, param: str = "threshold") -> float:
+    """``value`` as a float if it is a finite number in [0, 1], else ``InvalidRequest``."""
+    return _unit_interval(value, name="threshold", param=param, code="invalid_threshold")
+
+
+def _unit_interval(value: object, *, name: str, param: str, code: str) -> float:
+    number = (
+        float(value) if isinstance(value, numbers.Real) and not isinstance(value, bool) else None
+    )
+    if number is None or not (math.isfinite(number) and 0.0 <= number <= 1.0):
+        raise InvalidRequest(
+            f"{name} must be a number in [0, 1], got {value!r}", param=param, code=code
+        )
+    return number
+
+
+def decide(score: float, threshold: float) -> Decision:
+    """Cloud when ``score >= threshold``, else edge; the one place the comparison is made.
+
+    ``threshold`` is the minimum probability that the cloud is needed for which we pay for the
+    cloud: 0 sends all traffic to the cloud, 1 all to the edge unless the score is exactly 1.
+    """
+    route: Route = "cloud" if score >= threshold else "edge"
+    return Decision(route=route, reason="threshold", score=score, threshold=threshold)
+
+
+class ThresholdState:
+    """The server's threshold and a rolling window of recent live scores; thread-safe.
+
+    Call :meth:`record` for every scored request (not for forced ones); the window feeds
+    ``dars_cloud_share`` and :meth:`calibrate`.
+    """
+
+    def __init__(self, threshold: float, *, window: int = 1000, metrics: Metrics | None = None):
+        if window < 1:
+            raise ValueError("window must be >= 1")
+        self._lock = threading.Lock()
+        self._metrics = metrics
+        self._scores: deque[float] = deque(maxlen=window)
+        self._routes: deque[bool] = deque(maxlen=window)  # True = cloud
+        self._cloud = 0
+        self._threshold = 0.0
+        self.set(threshold)
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, *, default_threshold: float, metrics: Metrics | None = None
+    ) -> ThresholdState:
+        """``DARS_THRESHOLD`` when set, else the router file's ``default_threshold``."""
+        threshold = settings.threshold if settings.threshold is not None else default_threshold
+        return cls(threshold, window=settings.calibration_window, metrics=metrics)
+
+    @property
+    def window(self) -> int:
+        return self._scores.maxlen or 0
+
+    def get(self) -> float:
+        with self._lock:
+            return self._threshold
+
+    def set(self, threshold: float) -> float:
+        """Set the server threshold; ``InvalidRequest`` unless it is a number in [0, 1]."""
+        value = check_threshold(threshold)
+        with self._lock:
+            self._threshold = value
+        if self._metrics is not None:
+            self._metrics.threshold.set(value)
+        return value
+
+    def record(self, score: float, route: Route) -> None:
+        """Add one scored request to the rolling window."""
+        cloud = route == "cloud"
+        with self._lock:
+            if len(self._routes) == self._routes.maxlen and self._routes[0]:
+                self._cloud -= 1
+            self._scores.append(float(score))
+            self._routes.append(cloud)
+            self._cloud += cloud
+            share = self._cloud / len(self._routes)
+        if self._metrics is not None:
+            self._metrics.cloud_share.set(share)
+
+    def cloud_share(self) -> float:
+        """Share of the window's requests that went to the cloud; 0.0 for an empty window."""
+        with self._lock:
+            return self._cloud / len(self._routes) if self._routes else 0.0
+
+    def live_scores(self) -> np.ndarray:
+        """A copy of the window's scores, oldest first."""
+        with self._lock:
+            return np.array(self._scores, dtype=np.float64)
+
+    def calibrate(self, cloud_share: float, calibration: Calibration | None) -> float:
+        """Set and return the threshold that sends about ``cloud_share`` of traffic to the cloud.
+
+        Uses the window's live scores when it holds at least ``MIN_LIVE_SCORES``, else the
+        router file's calibration quantiles. ``cloud_share`` 1 gives threshold 0 and 0 gives 1.
+
+        Raises
+        ------
+        InvalidRequest
+            ``cloud_share`` outside [0, 1] (code ``invalid_cloud_share``), or too few live
+            scores and no calibration in the router file (code ``calibration_unavailable``).
+        """
+        share = _unit_interval(
+            cloud_share, name="cloud_share", param="cloud_share", code="invalid_cloud_share"
+        )
+        if share in (0.0, 1.0):  # no data needed: all edge or all cloud
+            return self.set(1.0 - share)
+        scores = self.live_scores()
+        if scores.size >= MIN_LIVE_SCORES:
+            calibration = Calibration.from_scores(scores)
+        elif calibration is None:
+            raise InvalidRequest(
+                f"cannot calibrate: {scores.size} live scores (need {MIN_LIVE_SCORES}) and the "
+                "router file has no calibration",
+                param="cloud_share",
+                code="calibration_unavailable",
+            )
+        threshold = calibration.threshold_for_cloud_share(share)
+        return self.set(min(1.0, max(0.0, threshold)))

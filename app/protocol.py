@@ -1,0 +1,158 @@
+"""Wire schemas, one per direction: what clients send, what the service answers.
+
+The chat request accepts every field the OpenAI API has or will have (``tools``,
+``response_format``, ``n``, ``seed``...) and forwards them untouched: the service validates only
+what it reads (``model``, ``messages``, ``stream``, ``stream_options``). Admin bodies, which the
+service owns, refuse unknown fields instead.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+__all__ = [
+    "CalibrateRequest",
+    "ChatCompletionRequest",
+    "ChatMessage",
+    "ContentPart",
+    "ModelCard",
+    "ModelList",
+    "OpenAIBaseModel",
+    "ReadyResponse",
+    "ReloadRequest",
+    "ReloadResponse",
+    "RouteResponse",
+    "StreamOptions",
+    "ThresholdResponse",
+    "ThresholdUpdate",
+]
+
+
+class OpenAIBaseModel(BaseModel):
+    """Base of the OpenAI-shaped schemas: unknown fields are kept so they can be forwarded."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class ContentPart(OpenAIBaseModel):
+    """One part of a multi-part message (``text``, ``image_url``, ``input_audio``...)."""
+
+    type: str
+    text: str | None = None
+
+
+class ChatMessage(OpenAIBaseModel):
+    """One message; ``content`` is a string, a list of parts, or absent (tool calls)."""
+
+    role: str = Field(min_length=1)
+    content: str | list[ContentPart] | None = None
+
+    @field_validator("content", mode="before")
+    @classmethod
+    def _content_shape(cls, value: object) -> object:
+        # One clear error instead of one per member of the union.
+        if value is not None and not isinstance(value, str | list):
+            raise ValueError("content must be a string, a list of content parts, or null")
+        return value
+
+
+class StreamOptions(OpenAIBaseModel):
+    include_usage: bool | None = None
+
+
+class ChatCompletionRequest(OpenAIBaseModel):
+    """``POST /v1/chat/completions``; ``model``: ``router``, ``router-<t>`` or an upstream's."""
+
+    model: str = Field(min_length=1)
+    messages: list[ChatMessage] = Field(min_length=1)
+    stream: bool | None = False
+    stream_options: StreamOptions | None = None
+
+    @property
+    def wants_usage(self) -> bool:
+        """Whether the client itself asked for the final usage chunk of a stream."""
+        return bool(self.stream_options and self.stream_options.include_usage)
+
+    def upstream_body(self, *, include_usage: bool) -> dict[str, Any]:
+        """The body to forward: every field as the client sent it (``model`` is set per upstream).
+
+        ``include_usage`` asks a streaming upstream for the usage chunk even when the client did
+        not, so that tokens and cost can be counted; the stream relay strips it again.
+        """
+        body = self.model_dump(mode="json", exclude_unset=True)
+        if self.stream and include_usage:
+            body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
+        return body
+
+
+# --- GET /v1/models
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int = 0
+    owned_by: str
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+# --- POST /v1/route
+
+
+class RouteResponse(BaseModel):
+    """The decision the service would take for a chat request, without forwarding it."""
+
+    route: Literal["edge", "cloud"]
+    reason: Literal["threshold", "forced", "fallback"]
+    model: str = Field(description="The upstream model the request would be sent to.")
+    score: float | None = Field(description="Router score; null when the model was forced.")
+    threshold: float | None
+    cache_hit: bool | None = Field(description="Embedding cache hit; null when not scored.")
+
+
+# --- health
+
+
+class ReadyResponse(BaseModel):
+    status: Literal["ready"] = "ready"
+    router: dict[str, Any]
+    encoder: dict[str, Any]
+    cache_backend: str
+
+
+# --- admin (service-owned bodies: unknown fields are an error)
+
+
+class _AdminModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ThresholdUpdate(_AdminModel):
+    value: float = Field(ge=0.0, le=1.0)
+
+
+class CalibrateRequest(_AdminModel):
+    cloud_share: float = Field(ge=0.0, le=1.0)
+
+
+class ReloadRequest(_AdminModel):
+    path: str | None = Field(default=None, description="ONNX file; default: the current one.")
+
+
+class ThresholdResponse(BaseModel):
+    value: float
+    default: float | None = Field(description="The loaded router's recommended threshold.")
+    cloud_share: float | None = Field(description="Cloud share over the rolling window.")
+
+
+class ReloadResponse(BaseModel):
+    path: str
+    provider: str
+    default_threshold: float | None
+    embedding_model: str

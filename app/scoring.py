@@ -1,0 +1,388 @@
+"""Router scoring: load an ONNX router file, check it against the contract, score embeddings.
+
+A router file is checked completely before it serves (names, shapes, metadata, one dummy
+batch), so that a bad file fails at start-up or at reload, never on a live request. Reload
+swaps the model atomically; a file that fails the checks leaves the old model serving.
+
+The contract (input/output names, metadata keys) is :mod:`router_models.contract`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import onnxruntime as ort
+
+from app.errors import RouterUnavailable
+from router_models.contract import (
+    INPUT_NAME,
+    META_CALIBRATION,
+    META_DEFAULT_THRESHOLD,
+    META_EMBEDDING_DIM,
+    META_EMBEDDING_MODEL,
+    META_LABEL_SCHEME,
+    META_MODELS,
+    META_ROUTER,
+    OUTPUT_NAME,
+    Calibration,
+)
+
+if TYPE_CHECKING:
+    from app.metrics import Metrics
+
+__all__ = ["RouterLoadError", "RouterModel", "Scorer", "load_router_model", "resolve_providers"]
+
+logger = logging.getLogger(__name__)
+
+CPU_PROVIDER = "CPUExecutionProvider"
+CUDA_PROVIDER = "CUDAExecutionProvider"
+_PROVIDER_ALIASES = {
+    "cpu": CPU_PROVIDER,
+    "cuda": CUDA_PROVIDER,
+    "tensorrt": "TensorrtExecutionProvider",
+}
+_FLOAT_TENSOR = "tensor(float)"
+_DUMMY_BATCH = 2
+# onnxruntime's default logger severity (warning), restored after a quiet session creation.
+_ORT_DEFAULT_SEVERITY = 2
+_ORT_FATAL_ONLY = 4
+
+
+class RouterLoadError(Exception):
+    """A router file that cannot serve: missing, not ONNX, or not matching the contract."""
+
+
+@dataclass(frozen=True)
+class RouterModel:
+    """A checked router file and its inference session.
+
+    ``provider`` is the execution provider the session really uses, which can differ from the
+    one asked for (onnxruntime falls back to the CPU when CUDA cannot start).
+    """
+
+    path: Path
+    session: ort.InferenceSession
+    provider: str
+    embedding_model: str
+    embedding_dim: int
+    label_scheme: str
+    default_threshold: float
+    calibration: Calibration | None
+    models: dict[str, str]
+    router_kind: str
+    metadata: dict[str, str]
+
+    def score(self, embeddings: np.ndarray) -> np.ndarray:
+        """Scores (probability the cloud model is needed) of ``[n, dim]`` embeddings, ``[n]``."""
+        batch = np.ascontiguousarray(embeddings, dtype=np.float32)
+        if batch.ndim != 2 or batch.shape[1] != self.embedding_dim:
+            raise ValueError(f"expected embeddings of shape [n, {self.embedding_dim}]")
+        try:
+            (scores,) = self.session.run([OUTPUT_NAME], {INPUT_NAME: batch})
+        except Exception as exc:  # onnxruntime's errors share no base class but Exception
+            raise RouterUnavailable(f"the router model failed: {exc}") from exc
+        scores = np.asarray(scores, dtype=np.float32).reshape(-1)
+        if scores.shape != (batch.shape[0],) or not np.all(np.isfinite(scores)):
+            raise RouterUnavailable("the router model returned malformed scores")
+        return scores
+
+    def info(self) -> dict[str, str]:
+        """Labels for ``dars_router_model`` and for status endpoints."""
+        return {
+            "path": str(self.path),
+            "provider": self.provider,
+            "embedding_model": self.embedding_model,
+            "label_scheme": self.label_scheme,
+            "router": self.router_kind,
+            "default_threshold": repr(self.default_threshold),
+        }
+
+
+def resolve_providers(providers: str = "auto") -> list[str]:
+    """The provider list for onnxruntime from ``DARS_ONNX_PROVIDERS``.
+
+    ``auto``: CUDA then CPU when this onnxruntime build has CUDA, else CPU. Otherwise a comma
+    list of provider names or the aliases ``cpu``, ``cuda``, ``tensorrt``; each must be in
+    ``onnxruntime.get_available_providers()``.
+    """
+    available = ort.get_available_providers()
+    if providers.strip().lower() == "auto":
+        return [CUDA_PROVIDER, CPU_PROVIDER] if CUDA_PROVIDER in available else [CPU_PROVIDER]
+    wanted = [
+        _PROVIDER_ALIASES.get(name.strip().lower(), name.strip())
+        for name in providers.split(",")
+        if name.strip()
+    ]
+    if not wanted:
+        raise RouterLoadError("no ONNX execution provider given")
+    missing = [name for name in wanted if name not in available]
+    if missing:
+        raise RouterLoadError(
+            f"ONNX execution provider(s) {missing} not available; available: {available}"
+        )
+    return wanted
+
+
+def load_router_model(
+    path: str | Path,
+    *,
+    expected_embedding_model: str,
+    expected_dim: int,
+    providers: str = "auto",
+    intra_op_threads: int | None = None,
+) -> RouterModel:
+    """Load a router file and check it against the contract and the running encoder.
+
+    Raises
+    ------
+    RouterLoadError
+        File missing or not ONNX; input/output names, types or shapes not the contract's;
+        embedding model or dimension not the encoder's; metadata missing or malformed;
+        the dummy batch fails or scores outside ``[0, 1]``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise RouterLoadError(f"router model file not found: {path}")
+    wanted = resolve_providers(providers)
+    session = _create_session(path, wanted, intra_op_threads, quiet=providers == "auto")
+    provider = session.get_providers()[0]
+    if provider not in wanted:
+        raise RouterLoadError(f"none of the providers {wanted} could start; onnxruntime fell back")
+    if wanted[0] != provider:
+        logger.info("router model runs on %s (%s could not start)", provider, wanted[0])
+
+    _check_signature(session, expected_dim)
+    meta = dict(session.get_modelmeta().custom_metadata_map)
+    model = RouterModel(
+        path=path,
+        session=session,
+        provider=provider,
+        embedding_model=_required(meta, META_EMBEDDING_MODEL),
+        embedding_dim=_parse_int(meta, META_EMBEDDING_DIM),
+        label_scheme=meta.get(META_LABEL_SCHEME, "unknown"),
+        default_threshold=_parse_threshold(meta),
+        calibration=_parse_calibration(meta),
+        models=_parse_models(meta),
+        router_kind=meta.get(META_ROUTER, "unknown"),
+        metadata=meta,
+    )
+    if model.embedding_model != expected_embedding_model:
+        raise RouterLoadError(
+            f"router was trained on embeddings of {model.embedding_model!r}, "
+            f"but the service embeds with {expected_embedding_model!r}"
+        )
+    if model.embedding_dim != expected_dim:
+        raise RouterLoadError(
+            f"router metadata says {META_EMBEDDING_DIM}={model.embedding_dim}, "
+            f"but the encoder produces {expected_dim}"
+        )
+    _check_dummy_batch(model)
+    return model
+
+
+class Scorer:
+    """Holds the serving router model; scores off the event loop; reloads atomically.
+
+    The embedding model of the service never changes at run time, so a reloaded router must
+    match the first one's ``embedding_model`` and ``embedding_dim``.
+    """
+
+    def __init__(
+        self,
+        model: RouterModel,
+        *,
+        metrics: Metrics | None = None,
+        providers: str = "auto",
+        intra_op_threads: int | None = None,
+    ) -> None:
+        self._model = model
+        self._metrics = metrics
+        self.providers = providers
+        self.intra_op_threads = intra_op_threads
+        self._reload_lock = threading.Lock()
+        if metrics is not None:
+            metrics.router_info.info(model.info())
+
+    @property
+    def model(self) -> RouterModel:
+        return self._model
+
+    async def score(self, vector: np.ndarray) -> float:
+        """Score of one ``[dim]`` embedding, computed on a worker thread."""
+        model = self._model  # one model for the whole call, even if a reload swaps it
+        started = time.perf_counter()
+        scores = await asyncio.to_thread(model.score, np.reshape(vector, (1, -1)))
+        value = float(scores[0])
+        if self._metrics is not None:
+            self._metrics.latency.labels(stage="scoring").observe(time.perf_counter() - started)
+            self._metrics.score.observe(value)
+        return value
+
+    def reload(self, path: str | Path) -> RouterModel:
+        """Load, check and swap in a new router file; blocking (call it via ``to_thread``).
+
+        Raises ``RouterLoadError`` and keeps the current model when the file is unusable.
+        """
+        with self._reload_lock:
+            current = self._model
+            try:
+                model = load_router_model(
+                    path,
+                    expected_embedding_model=current.embedding_model,
+                    expected_dim=current.embedding_dim,
+                    providers=self.providers,
+                    intra_op_threads=self.intra_op_threads,
+                )
+            except RouterLoadError:
+                self._count_reload("rejected")
+                raise
+            self._model = model
+        self._count_reload("ok")
+        if self._metrics is not None:
+            self._metrics.router_info.info(model.info())
+        logger.info("router model reloaded from %s (provider %s)", model.path, model.provider)
+        return model
+
+    def _count_reload(self, result: str) -> None:
+        if self._metrics is not None:
+            self._metrics.router_reloads.labels(result=result).inc()
+
+
+@contextmanager
+def _quiet_onnxruntime(quiet: bool) -> Iterator[None]:
+    """Silence onnxruntime's global logger while CUDA is tried on a machine that may lack it.
+
+    With ``auto``, a CPU-only machine would otherwise print a red error about a missing CUDA
+    library on every load; whether CUDA is used is checked and logged by us instead.
+    """
+    if not quiet:
+        yield
+        return
+    ort.set_default_logger_severity(_ORT_FATAL_ONLY)
+    try:
+        yield
+    finally:
+        ort.set_default_logger_severity(_ORT_DEFAULT_SEVERITY)
+
+
+def _create_session(
+    path: Path, providers: list[str], intra_op_threads: int | None, *, quiet: bool
+) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.inter_op_num_threads = 1  # a router graph is a chain; no parallel branches
+    if intra_op_threads is not None:
+        options.intra_op_num_threads = intra_op_threads
+    if quiet:
+        options.log_severity_level = _ORT_FATAL_ONLY
+    try:
+        with _quiet_onnxruntime(quiet):
+            return ort.InferenceSession(str(path), sess_options=options, providers=providers)
+    except Exception as exc:  # onnxruntime's errors share no base class but Exception
+        raise RouterLoadError(f"{path} is not a loadable ONNX model: {exc}") from exc
+
+
+def _check_signature(session: ort.InferenceSession, expected_dim: int) -> None:
+    inputs = session.get_inputs()
+    if [i.name for i in inputs] != [INPUT_NAME]:
+        raise RouterLoadError(
+            f"router must have exactly one input {INPUT_NAME!r}, has {[i.name for i in inputs]}"
+        )
+    _check_tensor(inputs[0], rank=2, what="input")
+    dim = inputs[0].shape[1]
+    if isinstance(dim, int) and dim != expected_dim:
+        raise RouterLoadError(
+            f"router input {INPUT_NAME!r} has dimension {dim}, the encoder produces {expected_dim}"
+        )
+    outputs = {o.name: o for o in session.get_outputs()}
+    if OUTPUT_NAME not in outputs:
+        raise RouterLoadError(f"router has no output {OUTPUT_NAME!r}, has {sorted(outputs)}")
+    _check_tensor(outputs[OUTPUT_NAME], rank=1, what="output")
+
+
+def _check_tensor(arg: Any, *, rank: int, what: str) -> None:
+    if arg.type != _FLOAT_TENSOR:
+        raise RouterLoadError(f"router {what} {arg.name!r} must be float32, is {arg.type}")
+    if arg.shape is not None and len(arg.shape) != rank:
+        raise RouterLoadError(
+            f"router {what} {arg.name!r} must have rank {rank}, has shape {arg.shape}"
+        )
+
+
+def _check_dummy_batch(model: RouterModel) -> None:
+    """Run unit vectors through the model: it must answer ``[n]`` finite scores in [0, 1]."""
+    batch = np.zeros((_DUMMY_BATCH, model.embedding_dim), dtype=np.float32)
+    batch[0, :] = 1.0 / math.sqrt(model.embedding_dim)
+    batch[1, 0] = 1.0
+    try:
+        scores = model.score(batch)
+    except (RouterUnavailable, ValueError) as exc:
+        raise RouterLoadError(f"router failed on a dummy batch: {exc}") from exc
+    if np.any(scores < 0.0) or np.any(scores > 1.0):
+        raise RouterLoadError(f"router scores must lie in [0, 1], got {scores.tolist()}")
+
+
+def _required(meta: dict[str, str], key: str) -> str:
+    value = meta.get(key)
+    if value is None or not value.strip():
+        raise RouterLoadError(f"router metadata lacks {key!r}")
+    return value
+
+
+def _parse_int(meta: dict[str, str], key: str) -> int:
+    text = _required(meta, key)
+    try:
+        return int(text)
+    except ValueError as exc:
+        raise RouterLoadError(f"router metadata {key!r} is not an integer: {text!r}") from exc
+
+
+def _parse_threshold(meta: dict[str, str]) -> float:
+    text = _required(meta, META_DEFAULT_THRESHOLD)
+    try:
+        value = float(text)
+    except ValueError as exc:
+        raise RouterLoadError(
+            f"router metadata {META_DEFAULT_THRESHOLD!r} is not a number: {text!r}"
+        ) from exc
+    if not 0.0 <= value <= 1.0:  # also false for nan
+        raise RouterLoadError(f"router metadata {META_DEFAULT_THRESHOLD!r} must be in [0, 1]")
+    return value
+
+
+def _parse_calibration(meta: dict[str, str]) -> Calibration | None:
+    text = meta.get(META_CALIBRATION)
+    if text is None:
+        return None
+    try:
+        calibration = Calibration.from_json(text)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise RouterLoadError(f"router metadata {META_CALIBRATION!r} is malformed: {exc}") from exc
+    if not all(math.isfinite(q) for q in calibration.quantiles):
+        raise RouterLoadError(f"router metadata {META_CALIBRATION!r} has non-finite quantiles")
+    return calibration
+
+
+def _parse_models(meta: dict[str, str]) -> dict[str, str]:
+    text = meta.get(META_MODELS)
+    if text is None:
+        return {}
+    try:
+        models = json.loads(text)
+    except ValueError as exc:
+        raise RouterLoadError(f"router metadata {META_MODELS!r} is not JSON: {exc}") from exc
+    if not isinstance(models, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in models.items()
+    ):
+        raise RouterLoadError(f"router metadata {META_MODELS!r} must map names to model names")
+    return models

@@ -1,0 +1,146 @@
+"""Server-sent events pass-through: upstream SSE to the client, one event at a time.
+
+Events are forwarded as soon as they are complete, never buffered further. Two edits only:
+the usage chunk the service asked for on the client's behalf (``stream_options.include_usage``)
+is counted and then removed, and a failure of the upstream after the response started becomes an
+OpenAI error event followed by ``data: [DONE]``, since the HTTP status can no longer change.
+The upstream response is closed whenever the relay ends: finished, failed, or client gone.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import anyio
+import httpx
+from starlette.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+from app.errors import DarsError
+from app.upstream import Upstreams, UpstreamStream, Usage, classify_error
+
+__all__ = ["DONE_EVENT", "SSEResponse", "error_event", "relay_sse", "sse_events"]
+
+logger = logging.getLogger(__name__)
+
+DONE_EVENT = b"data: [DONE]\n\n"
+
+
+def error_event(error: DarsError) -> bytes:
+    """An OpenAI error body as one SSE ``data:`` event."""
+    return b"data: " + json.dumps(error.to_body()).encode() + b"\n\n"
+
+
+async def sse_events(lines: AsyncIterator[str]) -> AsyncIterator[list[str]]:
+    """Group SSE lines into events (lists of lines); a blank line ends an event."""
+    event: list[str] = []
+    async for line in lines:
+        if line:
+            event.append(line)
+        elif event:
+            yield event
+            event = []
+    if event:
+        yield event
+
+
+def _data(event: list[str]) -> str | None:
+    """The joined ``data:`` field of an event, or ``None`` when it has none."""
+    parts = [line[5:].removeprefix(" ") for line in event if line.startswith("data:")]
+    return "\n".join(parts) if parts else None
+
+
+def _encode(event: list[str]) -> bytes:
+    return ("\n".join(event) + "\n\n").encode()
+
+
+def _usage_edit(data: str, *, strip: bool) -> tuple[Usage | None, bytes | None, bool]:
+    """Inspect one data payload: (usage found, replacement event or None, drop the event)."""
+    if '"usage"' not in data:
+        return None, None, False
+    try:
+        chunk: Any = json.loads(data)
+    except ValueError:
+        return None, None, False
+    if not isinstance(chunk, dict) or not chunk.get("usage"):
+        return None, None, False
+    usage = Usage.from_payload(chunk["usage"])
+    if not strip:
+        return usage, None, False
+    if not chunk.get("choices"):
+        return usage, None, True
+    del chunk["usage"]
+    return usage, b"data: " + json.dumps(chunk).encode() + b"\n\n", False
+
+
+async def relay_sse(
+    stream: UpstreamStream,
+    upstreams: Upstreams,
+    *,
+    strip_usage: bool,
+    on_finish: Callable[[DarsError | None], None] | None = None,
+) -> AsyncIterator[bytes]:
+    """Yield the upstream's SSE events as bytes; count usage; end with an error event on failure.
+
+    ``strip_usage`` removes the usage chunk the client did not ask for. ``on_finish`` is called
+    once with the mid-stream error (or ``None``) unless the client went away first.
+    """
+    client = upstreams[stream.upstream]
+    usage: Usage | None = None
+    error: DarsError | None = None
+    first = True
+    try:
+        try:
+            async for event in sse_events(stream.response.aiter_lines()):
+                if first:
+                    client.observe_ttfb(stream.opened_at)
+                    first = False
+                data = _data(event)
+                if data is not None:
+                    found, replacement, drop = _usage_edit(data, strip=strip_usage)
+                    usage = found or usage
+                    if drop:
+                        continue
+                    if replacement is not None:
+                        yield replacement
+                        continue
+                yield _encode(event)
+        except httpx.HTTPError as exc:
+            failure = classify_error(stream.upstream, exc)
+            logger.warning("%s upstream failed mid-stream: %s", stream.upstream, failure.kind)
+            if upstreams.metrics is not None:
+                upstreams.metrics.upstream_errors.labels(
+                    upstream=stream.upstream, kind=failure.kind
+                ).inc()
+            error = failure.error
+            yield error_event(error)
+            yield DONE_EVENT
+        upstreams.observe_total(stream.opened_at)
+        upstreams.record_usage(stream.upstream, usage)
+        if on_finish is not None:
+            on_finish(error)
+    finally:
+        with anyio.CancelScope(shield=True):
+            await stream.response.aclose()
+
+
+class SSEResponse(StreamingResponse):
+    """A streaming response that always closes its body iterator, even if the client left.
+
+    Starlette stops iterating when the client disconnects but leaves the generator suspended;
+    closing it here runs the relay's ``finally`` now, which closes the upstream stream.
+    """
+
+    media_type = "text/event-stream"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            aclose = getattr(self.body_iterator, "aclose", None)
+            if aclose is not None:
+                with anyio.CancelScope(shield=True):
+                    await aclose()

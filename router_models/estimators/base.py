@@ -1,0 +1,331 @@
+"""What every router estimator shares: input checks, the ONNX envelope, and the torch loop.
+
+A router is a scikit-learn estimator whose ``predict`` returns, for each L2-normalised query
+embedding, the probability in ``[0, 1]`` that the strong (cloud) model is needed. It also
+writes itself as an ONNX graph (``to_onnx``) that computes the same score, so that the service
+can run it without Python training code. Subclasses only supply ``_build_onnx``: the nodes
+from ``embedding`` to ``score``; this module wraps them into a checked model with the contract's
+names, a dynamic batch axis and the metadata.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+from sklearn.utils import check_random_state
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from router_models.contract import INPUT_NAME, OUTPUT_NAME
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = [
+    "EPS",
+    "ONNX_IR_VERSION",
+    "ONNX_OPSET",
+    "FloatArray",
+    "GraphBuilder",
+    "RouterMixin",
+    "TorchFitResult",
+    "check_pairs",
+    "fit_torch",
+    "float32_values",
+    "seed_from",
+    "sigmoid",
+    "subsample_indices",
+    "unit_rows",
+]
+
+FloatArray = npt.NDArray[np.float64]
+
+ONNX_OPSET = 17
+# IR version 8 belongs to opset 17: older onnxruntime builds in the service can still load it.
+ONNX_IR_VERSION = 8
+# Guards divisions; small enough to never move a score by more than float32 resolution.
+EPS = 1e-12
+_PRODUCER = "dars-router"
+
+
+def unit_rows(X: FloatArray) -> FloatArray:
+    """Rows scaled to unit L2 norm (zero rows stay zero), so that a dot product is a cosine."""
+    norms = np.sqrt(np.sum(X * X, axis=1, keepdims=True))
+    out: FloatArray = X / np.maximum(norms, EPS)
+    return out
+
+
+def float32_values(array: Any) -> FloatArray:
+    """A float64 array of float32-rounded values: what predict uses is what the ONNX file holds."""
+    out: FloatArray = np.asarray(array, dtype=np.float32).astype(np.float64)
+    return out
+
+
+def sigmoid(z: FloatArray) -> FloatArray:
+    """Logistic function without overflow warnings for large ``|z|``."""
+    out: FloatArray = 0.5 * (1.0 + np.tanh(0.5 * z))
+    return out
+
+
+def seed_from(random_state: Any) -> int:
+    """One integer seed from a scikit-learn ``random_state`` (``None``, int or RandomState)."""
+    return int(check_random_state(random_state).randint(0, 2**31 - 1))
+
+
+def subsample_indices(n: int, max_points: int | None, random_state: Any) -> npt.NDArray[np.intp]:
+    """Sorted indices of at most ``max_points`` of ``n`` rows, drawn without replacement.
+
+    Memory-based routers store their training points in the ONNX file; the cap keeps the
+    file small (384 float32 per point: 2,000 points are about 3 MB).
+    """
+    if max_points is None or n <= max_points:
+        return np.arange(n)
+    rng = np.random.default_rng(seed_from(random_state))
+    return np.sort(rng.choice(n, size=max_points, replace=False))
+
+
+def check_pairs(
+    pairs: Any, n_samples: int, n_models: int | None, strong_index: int, weak_index: int
+) -> tuple[npt.NDArray[np.intp], int]:
+    """Validate per-row ``(model_a, model_b)`` indices; ``None`` means every row is strong-vs-weak.
+
+    Returns the ``[n, 2]`` index array and the number of models.
+    """
+    if strong_index == weak_index:
+        raise ValueError("strong_index and weak_index must differ")
+    if pairs is None:
+        out = np.tile(np.array([strong_index, weak_index], dtype=np.intp), (n_samples, 1))
+    else:
+        out = np.asarray(pairs)
+        if out.shape != (n_samples, 2) or not np.issubdtype(out.dtype, np.integer):
+            raise ValueError(f"pairs must be an integer array of shape ({n_samples}, 2)")
+        out = out.astype(np.intp)
+        if np.any(out < 0) or np.any(out[:, 0] == out[:, 1]):
+            raise ValueError("pairs must hold two different non-negative model indices per row")
+    needed = int(max(out.max(initial=0), strong_index, weak_index)) + 1
+    if n_models is None:
+        n_models = needed
+    elif n_models < needed:
+        raise ValueError(f"n_models={n_models} but a model index up to {needed - 1} is used")
+    return out, n_models
+
+
+class GraphBuilder:
+    """Tiny helper that names ONNX nodes and constants, so estimators read like numpy code."""
+
+    def __init__(self) -> None:
+        self.nodes: list[onnx.NodeProto] = []
+        self.initializers: list[onnx.TensorProto] = []
+        self._count = 0
+
+    def _name(self, stem: str) -> str:
+        self._count += 1
+        return f"{stem}_{self._count}"
+
+    def const(self, array: Any, stem: str = "const", dtype: Any = np.float32) -> str:
+        """Add a constant tensor (float32 unless told) and return its name."""
+        name = self._name(stem)
+        self.initializers.append(numpy_helper.from_array(np.asarray(array, dtype=dtype), name))
+        return name
+
+    def op(self, op_type: str, *inputs: str, output: str | None = None, **attrs: Any) -> str:
+        """Add one node with a single output and return that output's name."""
+        out = output or self._name(op_type.lower())
+        self.nodes.append(helper.make_node(op_type, list(inputs), [out], **attrs))
+        return out
+
+    def op_multi(self, op_type: str, inputs: list[str], n_outputs: int, **attrs: Any) -> list[str]:
+        """Add one node with several outputs (e.g. ``TopK``) and return their names."""
+        outs = [self._name(op_type.lower()) for _ in range(n_outputs)]
+        self.nodes.append(helper.make_node(op_type, inputs, outs, **attrs))
+        return outs
+
+    def unit_rows(self, x: str) -> str:
+        """ONNX twin of :func:`unit_rows`."""
+        norm = self.op("ReduceL2", x, axes=[1], keepdims=1)
+        return self.op("Div", x, self.op("Max", norm, self.const(EPS)))
+
+    def to_vector(self, column: str, output: str | None = None) -> str:
+        """``[batch, 1]`` to ``[batch]``."""
+        return self.op("Reshape", column, self.const([-1], dtype=np.int64), output=output)
+
+
+class RouterMixin:
+    """Input checks and ONNX export shared by all router estimators.
+
+    Subclasses implement ``_build_onnx(builder, embedding, output)``, which adds nodes that
+    turn the ``[batch, dim]`` input into the ``[batch]`` float32 output with the given name.
+    """
+
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()  # type: ignore[misc]
+        tags.target_tags.required = True
+        tags.target_tags.single_output = True
+        # Scores are probabilities learned from soft labels, not fits to arbitrary targets.
+        if tags.regressor_tags is not None:
+            tags.regressor_tags.poor_score = True
+        return tags
+
+    def _validate_fit(
+        self, X: Any, y: Any, sample_weight: Any
+    ) -> tuple[FloatArray, FloatArray, FloatArray]:
+        """Check ``X``, the soft targets in ``[0, 1]`` and non-negative sample weights."""
+        X, y = validate_data(self, X, y, dtype=np.float64, y_numeric=True, reset=True)
+        y = np.asarray(y, dtype=np.float64)
+        if np.any(y < 0.0) or np.any(y > 1.0):
+            raise ValueError("y must hold probabilities in [0, 1]")
+        if sample_weight is None:
+            weight = np.ones(X.shape[0], dtype=np.float64)
+        else:
+            weight = np.asarray(sample_weight, dtype=np.float64)
+            if weight.shape != (X.shape[0],):
+                raise ValueError(f"sample_weight must have shape ({X.shape[0]},)")
+            if not np.all(np.isfinite(weight)) or np.any(weight < 0.0):
+                raise ValueError("sample_weight must be finite and non-negative")
+        if weight.sum() <= 0.0:
+            raise ValueError("sample_weight must not be all zero")
+        return X, y, weight
+
+    def _validate_predict(self, X: Any) -> FloatArray:
+        check_is_fitted(self)
+        out: FloatArray = validate_data(self, X, dtype=np.float64, reset=False)
+        return out
+
+    def _build_onnx(self, builder: GraphBuilder, embedding: str, output: str) -> None:
+        raise NotImplementedError
+
+    def to_onnx(self, metadata: Mapping[str, str] | None = None) -> onnx.ModelProto:
+        """The fitted router as an ONNX model that follows ``router_models.contract``.
+
+        Parameters
+        ----------
+        metadata : mapping of str to str, optional
+            Written to ``metadata_props`` (see ``export_onnx.build_metadata``).
+
+        Returns
+        -------
+        onnx.ModelProto
+            Input ``embedding`` float32 ``[batch, n_features_in_]``, output ``score`` float32
+            ``[batch]``; checked with ``onnx.checker``.
+        """
+        check_is_fitted(self)
+        builder = GraphBuilder()
+        self._build_onnx(builder, INPUT_NAME, OUTPUT_NAME)
+        dim = int(self.n_features_in_)  # type: ignore[attr-defined]
+        graph = helper.make_graph(
+            builder.nodes,
+            f"dars_{type(self).__name__}",
+            [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, ["batch", dim])],
+            [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["batch"])],
+            initializer=builder.initializers,
+        )
+        model = helper.make_model(
+            graph,
+            opset_imports=[helper.make_opsetid("", ONNX_OPSET)],
+            producer_name=_PRODUCER,
+            doc_string=(type(self).__doc__ or "").strip().splitlines()[0],
+        )
+        model.ir_version = ONNX_IR_VERSION
+        for key, value in (metadata or {}).items():
+            if not isinstance(key, str) or not isinstance(value, str):
+                raise TypeError("ONNX metadata keys and values must be strings")
+            model.metadata_props.append(onnx.StringStringEntryProto(key=key, value=value))
+        onnx.checker.check_model(model)
+        return model
+
+
+@dataclass(frozen=True)
+class TorchFitResult:
+    """Outcome of :func:`fit_torch`: epochs run and the loss curves (weighted BCE)."""
+
+    n_iter: int
+    train_loss: tuple[float, ...]
+    validation_loss: tuple[float, ...]
+    best_loss: float
+
+
+def _split(
+    n: int, validation_fraction: float, rng: np.random.Generator
+) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
+    order = rng.permutation(n)
+    n_val = round(validation_fraction * n) if n >= 10 else 0
+    return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
+def fit_torch(
+    module: torch.nn.Module,
+    loss_sum: Callable[[npt.NDArray[np.intp]], tuple[torch.Tensor, torch.Tensor]],
+    n_samples: int,
+    *,
+    seed: int,
+    learning_rate: float,
+    alpha: float,
+    batch_size: int,
+    max_iter: int,
+    validation_fraction: float,
+    n_iter_no_change: int,
+    tol: float,
+) -> TorchFitResult:
+    """Adam with early stopping on a seeded validation split; leaves the best weights in place.
+
+    ``loss_sum(rows)`` returns the weighted loss summed over those rows and the summed weight,
+    so that every router keeps its own model and target while sharing the loop. Parameters
+    must already be initialised (under the caller's seed). Runs on the CPU with whatever
+    ``torch.set_num_threads`` the caller set.
+    """
+    import torch
+
+    rng = np.random.default_rng(seed)
+    train_rows, val_rows = _split(n_samples, validation_fraction, rng)
+    optimizer = torch.optim.Adam(module.parameters(), lr=learning_rate, weight_decay=alpha)
+
+    def mean_loss(rows: npt.NDArray[np.intp]) -> float:
+        with torch.no_grad():
+            total, weight = loss_sum(rows)
+            return float(total / torch.clamp(weight, min=EPS))
+
+    train_curve: list[float] = []
+    val_curve: list[float] = []
+    best = np.inf
+    best_state = copy.deepcopy(module.state_dict())
+    stale = 0
+    for _ in range(max_iter):
+        module.train()
+        order = rng.permutation(train_rows)
+        running = 0.0
+        running_weight = 0.0
+        for start in range(0, order.size, batch_size):
+            rows = order[start : start + batch_size]
+            total, weight = loss_sum(rows)
+            loss = total / torch.clamp(weight, min=EPS)
+            optimizer.zero_grad()
+            loss.backward()  # type: ignore[no-untyped-call]
+            optimizer.step()
+            running += float(total.detach())
+            running_weight += float(weight)
+        module.eval()
+        train_curve.append(running / max(running_weight, EPS))
+        current = mean_loss(val_rows) if val_rows.size else train_curve[-1]
+        val_curve.append(current)
+        if current < best - tol:
+            best = current
+            best_state = copy.deepcopy(module.state_dict())
+            stale = 0
+        else:
+            stale += 1
+            if stale >= n_iter_no_change:
+                break
+    module.load_state_dict(best_state)
+    module.eval()
+    return TorchFitResult(
+        n_iter=len(train_curve),
+        train_loss=tuple(train_curve),
+        validation_loss=tuple(val_curve),
+        best_loss=float(best),
+    )

@@ -1,0 +1,175 @@
+"""dars-train end to end on a small synthetic fixture: labels -> train -> evaluate -> export.
+
+The fixture plants a pattern a router can learn from the prompt alone: the weak model fails
+arithmetic word problems and the strong one solves them; both answer capital-city questions.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from router_models.cli import TrainedRouter, main
+from router_models.contract import (
+    EMBEDDING_DIM,
+    META_CALIBRATION,
+    META_LABEL_SCHEME,
+    META_MODELS,
+    META_ROUTER,
+    Calibration,
+)
+from router_models.features import Embedder
+from router_models.observations import Observation, write_observations
+
+WEAK, STRONG = "edge-small", "cloud-large"
+CITIES = ["France", "Japan", "Italy", "Spain", "Canada", "Egypt", "Kenya", "Chile", "Peru",
+          "Norway", "Greece", "India", "Brazil", "Mexico", "Poland", "Sweden"]  # fmt: skip
+
+
+def fixture_rows() -> list[Observation]:
+    queries = []
+    for i in range(16):
+        a, b, c = 3 + i, 7 + 2 * i, 2 + i % 5
+        prompt = f"Tom has {a} boxes with {b} apples each and eats {c}. How many apples are left?"
+        queries.append((f"math-{i:02d}", "gsm8k", prompt, (1, 5)))
+        queries.append((f"city-{i:02d}", "trivia", f"What is the capital of {CITIES[i]}?", (5, 5)))
+    rows = []
+    # Each pair has 2 variants x 3 decodes; (correct of 6) is fixed per model and topic.
+    for n, (query_id, dataset, prompt, (k_weak, k_strong)) in enumerate(queries):
+        split = "test" if (n // 2) % 4 == 3 else "train"
+        for model, k in ((WEAK, k_weak), (STRONG, k_strong)):
+            for variant in range(2):
+                for sample in range(3):
+                    score = float((variant * 3 + sample + n) % 6 < k)
+                    rows.append(
+                        Observation(
+                            dataset=dataset, split=split, query_id=query_id, prompt=prompt,
+                            model=model, score=score, variant_id=variant, sample_id=sample,
+                            response=None, meta={"contaminated": query_id == "city-03"},
+                        )
+                    )  # fmt: skip
+    return rows
+
+
+@pytest.fixture(scope="module")
+def data_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import torch
+
+    torch.set_num_threads(1)
+    path = tmp_path_factory.mktemp("data") / "observations.jsonl.gz"
+    write_observations(path, fixture_rows())
+    return path
+
+
+def test_cli_end_to_end(data_file: Path, tmp_path: Path) -> None:
+    cache = str(tmp_path / "cache")
+    common = ["--cache-dir", cache, "--no-progress"]
+    labels = tmp_path / "labels.json"
+    assert main(["labels", "--data", str(data_file), "--weak", WEAK, "--strong", STRONG,
+                 "--scheme", "dars", "--param", "beta=0.2", "--seed", "1", "--out", str(labels),
+                 *common]) == 0  # fmt: skip
+    label_data = json.loads(labels.read_text())
+    assert len(label_data["rows"]) == 24  # train split only
+    by_id = {row["query_id"]: row["target"] for row in label_data["rows"]}
+    assert np.mean([t for q, t in by_id.items() if q.startswith("math")]) > 0.8
+    assert np.mean([t for q, t in by_id.items() if q.startswith("city")]) < 0.5
+
+    router_file = tmp_path / "router.pkl"
+    assert main(["train", "--labels", str(labels), "--router", "knn", "--param", "n_neighbors=3",
+                 "--seed", "1", "--out", str(router_file), *common]) == 0  # fmt: skip
+    router = TrainedRouter.load(router_file)
+    assert (router.kind, router.label_scheme, router.n_train) == ("knn", "dars", 24)
+
+    eval_dir = tmp_path / "eval"
+    assert main(["evaluate", "--data", str(data_file), "--weak", WEAK, "--strong", STRONG,
+                 "--router", f"knn-dars={router_file}", "--exclude-flag", "contaminated",
+                 "--out-dir", str(eval_dir), *common]) == 0  # fmt: skip
+    reports = {row["name"]: row for row in json.loads((eval_dir / "evaluation.json").read_text())}
+    assert list(reports) == ["random", "prompt-length", "knn-dars", "oracle"]
+    # The planted pattern is learnt: math first, as the oracle does.
+    assert reports["knn-dars"]["APGR"] == pytest.approx(reports["oracle"]["APGR"])
+    assert reports["knn-dars"]["CPT(50%)"] < reports["random"]["CPT(50%)"]
+    assert reports["random"]["APGR"] == pytest.approx(50.0)
+    assert (eval_dir / "evaluation.png").read_bytes().startswith(b"\x89PNG")
+
+    onnx_file = tmp_path / "router.onnx"
+    assert main(["export", "--router", str(router_file), "--data", str(data_file),
+                 "--split", "test", "--cloud-share", "0.5", "--out", str(onnx_file),
+                 *common]) == 0  # fmt: skip
+    check_onnx(onnx_file, router, cache, expected_scheme="dars")
+
+    # The same run from one config file; the embedding cache makes it encoder-free.
+    config = {
+        "seed": 1,
+        "output_dir": str(tmp_path / "run"),
+        "models": {"weak": WEAK, "strong": STRONG},
+        "data": {
+            "train": {"paths": [str(data_file)], "splits": ["train"]},
+            "test": {
+                "paths": [str(data_file)],
+                "splits": ["test"],
+                "exclude_flags": ["contaminated"],
+            },
+        },
+        "labels": {"scheme": "single-shot"},
+        "router": {"kind": "knn", "params": {"n_neighbors": 3}},
+        "embedding": {"cache_dir": cache, "model_path": str(tmp_path / "no-encoder")},
+        "export": {"cloud_share": 0.3},
+    }
+    config_file = tmp_path / "run.yaml"
+    config_file.write_text(yaml.safe_dump(config))
+    assert main(["run", "--config", str(config_file), "--no-progress"]) == 0
+    run_dir = tmp_path / "run"
+    for name in ("labels.json", "router.pkl", "evaluation.md", "evaluation.png", "router.onnx"):
+        assert (run_dir / name).is_file(), name
+    check_onnx(run_dir / "router.onnx", TrainedRouter.load(run_dir / "router.pkl"), cache,
+               expected_scheme="single-shot")  # fmt: skip
+
+
+def check_onnx(path: Path, router: TrainedRouter, cache: str, *, expected_scheme: str) -> None:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    meta = session.get_modelmeta().custom_metadata_map
+    assert meta[META_LABEL_SCHEME] == expected_scheme
+    assert meta[META_ROUTER] == "knn"
+    assert json.loads(meta[META_MODELS]) == {"edge": WEAK, "cloud": STRONG}
+    Calibration.from_json(meta[META_CALIBRATION])
+    prompts = sorted({o.prompt for o in fixture_rows() if o.split == "test"})
+    X = Embedder(cache_dir=cache, model_path="/nonexistent", progress=False)(prompts)
+    assert X.shape == (8, EMBEDDING_DIM)
+    (scores,) = session.run(["score"], {"embedding": X})
+    assert scores.shape == (8,) and np.all((scores >= 0) & (scores <= 1))
+    assert scores == pytest.approx(router.predict(X), abs=1e-4)
+
+
+def test_cli_reports_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"dataset": "x"}\n')
+    code = main(["labels", "--data", str(bad), "--out", str(tmp_path / "l.json"), "--no-progress"])
+    assert code == 2
+    assert f"{bad}:1: missing required field" in capsys.readouterr().err
+    config = tmp_path / "c.yaml"
+    config.write_text("models: {weak: a}\n")
+    assert main(["run", "--config", str(config)]) == 2
+    assert "models must name" in capsys.readouterr().err
+
+
+def test_python_dash_m_entry_point() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "router_models", "--help"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0
+    for command in ("labels", "train", "evaluate", "export", "run", "collect"):
+        assert command in result.stdout
