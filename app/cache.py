@@ -78,7 +78,8 @@ class EmbeddingCache(Protocol):
 
 
 class MemoryCache:
-    """In-process LRU of at most ``max_entries`` vectors; ``max_entries=0`` disables it.
+    """In-process LRU of at most ``max_entries`` vectors; ``max_entries=0`` disables it
+    (every lookup is then a miss).
 
     Stores and returns copies, so a caller that writes into its vector cannot corrupt the cache.
     """

@@ -222,7 +222,9 @@ def _error_response(error: DarsError, status_code: int | None = None) -> JSONRes
     return JSONResponse(error.to_body(), status_code=status_code or error.status_code)
 
 
-def _validation_message(exc: RequestValidationError) -> tuple[str, str | None, str | None]:
+def _validation_message(
+    exc: RequestValidationError, content_type: str
+) -> tuple[str, str | None, str | None]:
     """(message, param, code) of the first validation error, in OpenAI's terms."""
     errors = exc.errors()
     if not errors:
@@ -231,6 +233,8 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None, s
     if first.get("type") == "json_invalid":
         detail = (first.get("ctx") or {}).get("error", "invalid JSON")
         return f"Malformed JSON body: {detail}.", None, "invalid_json"
+    if tuple(first.get("loc", ())) == ("body",) and "json" not in content_type:
+        return "The body must be JSON sent as 'Content-Type: application/json'.", None, None
     loc = [str(part) for part in first.get("loc", ()) if part != "body"]
     param = ".".join(loc) if loc else None
     where = f" at '{param}'" if param else ""
@@ -247,7 +251,8 @@ async def _dars_error(request: Request, exc: Exception) -> JSONResponse:
 async def _request_validation_error(request: Request, exc: Exception) -> JSONResponse:
     if not isinstance(exc, RequestValidationError):  # pragma: no cover
         raise exc
-    message, param, code = _validation_message(exc)
+    content_type = request.headers.get("content-type", "")
+    message, param, code = _validation_message(exc, content_type)
     return _error_response(InvalidRequest(message, param=param, code=code))
 
 

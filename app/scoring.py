@@ -155,7 +155,8 @@ def load_router_model(
     if not path.is_file():
         raise RouterLoadError(f"router model file not found: {path}")
     wanted = resolve_providers(providers)
-    session = _create_session(path, wanted, intra_op_threads, quiet=providers == "auto")
+    auto = providers.strip().lower() == "auto"
+    session = _create_session(path, wanted, intra_op_threads, quiet=auto)
     provider = session.get_providers()[0]
     if provider not in wanted:
         raise RouterLoadError(f"none of the providers {wanted} could start; onnxruntime fell back")

@@ -40,7 +40,8 @@ _IR_VERSION = 8
 def random_unit_vectors(n: int, dim: int = 384, *, seed: int = 0) -> np.ndarray:
     """``n`` L2-normalised float32 vectors, like the encoder's output."""
     vectors = np.random.default_rng(seed).standard_normal((n, dim)).astype(np.float32)
-    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    unit: np.ndarray = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    return unit
 
 
 def linear_scores(embeddings: np.ndarray, weights: np.ndarray, bias: float) -> np.ndarray:

@@ -16,6 +16,9 @@ from collections.abc import Callable, Iterator
 import pytest
 from helpers.redis_server import RedisServer
 
+# Re-exported for type hints in tests; the class lives in helpers.redis_server.
+__all__ = ["RedisServer"]
+
 
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:

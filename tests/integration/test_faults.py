@@ -105,18 +105,50 @@ def chat(client: httpx.Client, **overrides: Any) -> httpx.Response:
 # --- malformed requests
 
 
-def test_malformed_json(guarded: httpx.Client) -> None:
-    response = guarded.post(
-        CHAT,
-        content=b'{"model": "router", "messages": [',
-        headers={"content-type": "application/json"},
-    )
+@pytest.mark.parametrize(
+    ("content", "content_type", "expected"),
+    [
+        (
+            b'{"model": "router", "messages": [',
+            "application/json",
+            error_body(
+                "Malformed JSON body: Expecting value.",
+                "invalid_request_error",
+                code="invalid_json",
+            ),
+        ),
+        (
+            b'["router"]',
+            "application/json",
+            error_body(
+                "Invalid request body: Input should be a valid dictionary or object to extract "
+                "fields from.",
+                "invalid_request_error",
+            ),
+        ),
+        (
+            b"",
+            "application/json",
+            error_body("Invalid request body: Field required.", "invalid_request_error"),
+        ),
+        (
+            json.dumps({"model": "router", "messages": MESSAGES}).encode(),
+            "application/x-www-form-urlencoded",
+            error_body(
+                "The body must be JSON sent as 'Content-Type: application/json'.",
+                "invalid_request_error",
+            ),
+        ),
+    ],
+    ids=["malformed-json", "not-an-object", "empty", "not-json-content-type"],
+)
+def test_unparseable_bodies_are_400(
+    guarded: httpx.Client, content: bytes, content_type: str, expected: dict[str, Any]
+) -> None:
+    response = guarded.post(CHAT, content=content, headers={"content-type": content_type})
+
     assert response.status_code == 400
-    body = response.json()
-    assert body["error"]["type"] == "invalid_request_error"
-    assert body["error"]["code"] == "invalid_json"
-    assert body["error"]["param"] is None
-    assert body["error"]["message"].startswith("Malformed JSON body: ")
+    assert response.json() == expected
 
 
 @pytest.mark.parametrize(

@@ -318,7 +318,7 @@ def _cuda_usable(path: Path) -> bool:
         return False
     finally:
         ort.set_default_logger_severity(2)
-    return session.get_providers()[0] == "CUDAExecutionProvider"
+    return bool(session.get_providers()[0] == "CUDAExecutionProvider")
 
 
 @pytest.mark.gpu

@@ -1,0 +1,133 @@
+"""``dars-router`` commands: ``route`` prints a decision; ``serve`` without a router explains
+how to get one and exits 2, without a traceback (run as a real process, with a clean env)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+from helpers.onnx_routers import make_linear_router
+
+from app import cli, embedding
+from app.settings import get_settings
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+
+
+def _clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DARS_")}
+    return {**env, **extra}
+
+
+def _run(code: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=cwd,
+        env=_clean_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_serve_without_any_router_model_exits_2_with_how_to(tmp_path: Path) -> None:
+    # Pretend this install ships no bundled router, whatever router_models/pretrained holds.
+    code = (
+        "import sys, app.main, app.cli\n"
+        "app.main.bundled_router_path = lambda: None\n"
+        "sys.exit(app.cli.main(['serve']))\n"
+    )
+    result = _run(code, tmp_path)
+
+    assert result.returncode == 2
+    assert "dars-train" in result.stderr
+    assert "DARS_ROUTER_MODEL" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stdout == ""
+
+
+def test_serve_with_a_missing_router_file_exits_2(tmp_path: Path) -> None:
+    missing = tmp_path / "missing.onnx"
+    result = _run(
+        "import sys, app.cli; sys.exit(app.cli.main(['serve']))",
+        tmp_path,
+        DARS_ROUTER_MODEL=str(missing),
+    )
+
+    assert result.returncode == 2
+    assert f"Router model file not found: {missing}" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_invalid_settings_exit_2(tmp_path: Path) -> None:
+    result = _run(
+        "import sys, app.cli; sys.exit(app.cli.main(['serve']))", tmp_path, DARS_PORT="eighty"
+    )
+
+    assert result.returncode == 2
+    assert "invalid settings" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.fixture
+def router_env(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, encoder: SentenceTransformer
+) -> None:
+    """Settings from a clean env with a tiny router; the session's encoder instead of a reload."""
+    for name in [k for k in os.environ if k.startswith("DARS_")]:
+        monkeypatch.delenv(name)
+    router = make_linear_router(tmp_path / "router.onnx", bias=0.0, default_threshold=0.7)
+    monkeypatch.setenv("DARS_ROUTER_MODEL", str(router))
+    monkeypatch.setenv("DARS_ONNX_PROVIDERS", "cpu")
+    monkeypatch.setenv("DARS_EDGE_MODEL", "small-llm")
+    monkeypatch.setenv("DARS_CLOUD_MODEL", "big-llm")
+    monkeypatch.chdir(tmp_path)  # no stray .env
+    monkeypatch.setattr(embedding, "load_encoder", lambda path, device: encoder)
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+@pytest.mark.usefixtures("router_env")
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        ([], "route=edge reason=threshold score=0.500000 threshold=0.700000 model=small-llm"),
+        (["--threshold", "0.25"], "route=cloud reason=threshold score=0.500000 "
+         "threshold=0.250000 model=big-llm"),
+    ],
+)
+def test_route_prints_score_and_decision(
+    capsys: pytest.CaptureFixture[str], args: list[str], expected: str
+) -> None:
+    assert cli.main(["route", "How do I sort a list in Python?", *args]) == 0
+
+    assert capsys.readouterr().out.strip() == expected
+
+
+@pytest.mark.usefixtures("router_env")
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["   "], "The last user message has no text content to route on."),
+        (["a query", "--threshold", "1.5"], "threshold must be a number in [0, 1], got 1.5"),
+    ],
+)
+def test_route_rejects_bad_input_with_exit_2(
+    capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    assert cli.main(["route", *args]) == 2
+
+    assert capsys.readouterr().err.strip() == f"dars-router: {message}"
+
+
+def test_route_score_is_a_number_in_unit_interval_for_real_text() -> None:
+    line = "route=edge reason=threshold score=0.500000 threshold=0.700000 model=small-llm"
+    score = float(re.search(r"score=(\S+)", line).group(1))  # type: ignore[union-attr]
+    assert 0.0 <= score <= 1.0
