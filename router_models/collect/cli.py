@@ -77,6 +77,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                    help="afterwards, write a sorted reproducible copy of the store")  # fmt: skip
     p.add_argument("--parallel-queries", type=int, default=3,
                    help="queries in flight at once (default 3)")  # fmt: skip
+    p.add_argument("--time-budget", type=float, metavar="MINUTES",
+                   help="start no new query after this long; rerun to continue")  # fmt: skip
     p.add_argument("--dry-run", action="store_true",
                    help="print calls, tokens and estimated cost, then stop")  # fmt: skip
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -137,6 +139,7 @@ def main(args: argparse.Namespace) -> int:
     from router_models.collect.runner import collect, dry_run, export
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per call drowns the bar
     try:
         config = load_config(_merged(args))
         if args.dry_run:

@@ -70,6 +70,7 @@ class RunSummary:
     rewrites_accepted: int = 0
     rewrites_rejected: int = 0
     repaired_bytes: int = 0
+    queries_left: int = 0
     elapsed_s: float = 0.0
     errors: list[str] = field(default_factory=list)
 
@@ -79,6 +80,11 @@ class RunSummary:
             f"rewrites accepted {self.rewrites_accepted}, rejected {self.rewrites_rejected}; "
             f"tokens {self.prompt_tokens:,} in / {self.completion_tokens:,} out; "
             f"cost ${self.cost:.4f}; {self.elapsed_s:.0f} s"
+            + (
+                f"; time budget used up, {self.queries_left} queries left"
+                if self.queries_left
+                else ""
+            )
         )
 
 
@@ -276,8 +282,11 @@ def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
     return next((e for e in leaves if isinstance(e, CollectError)), leaves[0])
 
 
-async def _worker(run: _Run, queue: asyncio.Queue[Query]) -> None:
+async def _worker(run: _Run, queue: asyncio.Queue[Query], deadline: float | None) -> None:
     while True:
+        if deadline is not None and time.monotonic() >= deadline:
+            run.summary.queries_left = queue.qsize()
+            return
         try:
             q = queue.get_nowait()
         except asyncio.QueueEmpty:
@@ -291,14 +300,18 @@ async def run_collect(
     embed: Callable[[list[str]], np.ndarray] | None = None,
     progress: bool = True,
     parallel_queries: int = 3,
+    time_budget_s: float | None = None,
     transports: Mapping[str, httpx.AsyncBaseTransport] | None = None,
 ) -> RunSummary:
     """Collect everything the stores do not hold yet; safe to stop and rerun at any point.
 
     ``embed`` defaults to the project encoder (only loaded when rewrites are asked for);
-    ``transports`` maps endpoint names to in-process transports for tests.
+    ``time_budget_s`` stops starting new queries after that long (queries in flight finish),
+    so a budgeted run ends with complete query groups. ``transports`` maps endpoint names to
+    in-process transports for tests.
     """
     started = time.monotonic()
+    deadline = None if time_budget_s is None else started + time_budget_s
     queries = build_queries(config)
     summary = RunSummary()
     out = Path(config.out)
@@ -356,7 +369,7 @@ async def run_collect(
                 try:
                     async with asyncio.TaskGroup() as group:
                         for _ in range(max(1, parallel_queries)):
-                            group.create_task(_worker(run, queue))
+                            group.create_task(_worker(run, queue, deadline))
                 except BaseExceptionGroup as group_error:
                     raise _first_error(group_error) from group_error
     summary.elapsed_s = time.monotonic() - started

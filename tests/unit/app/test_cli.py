@@ -7,11 +7,12 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from helpers.onnx_routers import make_linear_router
+from helpers.onnx_routers import linear_scores, make_linear_router, random_unit_vectors
 
 from app import cli, embedding
 from app.settings import get_settings
@@ -78,7 +79,7 @@ def test_invalid_settings_exit_2(tmp_path: Path) -> None:
 @pytest.fixture
 def router_env(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, encoder: SentenceTransformer
-) -> None:
+) -> Iterator[None]:
     """Settings from a clean env with a tiny router; the session's encoder instead of a reload."""
     for name in [k for k in os.environ if k.startswith("DARS_")]:
         monkeypatch.delenv(name)
@@ -99,8 +100,10 @@ def router_env(
     ("args", "expected"),
     [
         ([], "route=edge reason=threshold score=0.500000 threshold=0.700000 model=small-llm"),
-        (["--threshold", "0.25"], "route=cloud reason=threshold score=0.500000 "
-         "threshold=0.250000 model=big-llm"),
+        (
+            ["--threshold", "0.25"],
+            "route=cloud reason=threshold score=0.500000 threshold=0.250000 model=big-llm",
+        ),
     ],
 )
 def test_route_prints_score_and_decision(
@@ -127,7 +130,23 @@ def test_route_rejects_bad_input_with_exit_2(
     assert capsys.readouterr().err.strip() == f"dars-router: {message}"
 
 
-def test_route_score_is_a_number_in_unit_interval_for_real_text() -> None:
-    line = "route=edge reason=threshold score=0.500000 threshold=0.700000 model=small-llm"
-    score = float(re.search(r"score=(\S+)", line).group(1))  # type: ignore[union-attr]
-    assert 0.0 <= score <= 1.0
+def test_route_score_is_the_routers_score_of_the_real_embedding(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    encoder: SentenceTransformer,
+    router_env: None,
+) -> None:
+    weights = 4.0 * random_unit_vectors(1, seed=3)[0]
+    router = make_linear_router(tmp_path / "weighted.onnx", weights=weights, bias=0.1)
+    monkeypatch.setenv("DARS_ROUTER_MODEL", str(router))
+    get_settings.cache_clear()
+    text = "Prove that there are infinitely many primes."
+
+    assert cli.main(["route", text]) == 0
+
+    printed = re.search(r"score=(\S+)", capsys.readouterr().out)
+    assert printed is not None
+    vector = encoder.encode([text], normalize_embeddings=True)
+    expected = linear_scores(vector, weights, 0.1)[0]
+    assert float(printed.group(1)) == pytest.approx(expected, abs=1e-5)
