@@ -57,10 +57,12 @@ async def _route(settings: Settings, text: str, threshold: float | None) -> str:
     """The service's own decision path (encoder, cache, router, threshold), without upstreams."""
     from app.api.chat import route_headers, route_request
     from app.main import build_services
-    from app.protocol import ChatCompletionRequest
+    from app.protocol import ChatCompletionRequest, ChatMessage
     from app.query import query_text
 
-    request = ChatCompletionRequest(model="router", messages=[{"role": "user", "content": text}])
+    request = ChatCompletionRequest(
+        model="router", messages=[ChatMessage(role="user", content=text)]
+    )
     query_text(request, max_chars=settings.query_max_chars)  # reject no text before loading
     async with AsyncExitStack() as stack:
         services = await build_services(settings, stack)

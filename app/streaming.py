@@ -27,6 +27,7 @@ __all__ = ["DONE_EVENT", "SSEResponse", "error_event", "relay_sse", "sse_events"
 logger = logging.getLogger(__name__)
 
 DONE_EVENT = b"data: [DONE]\n\n"
+CLIENT_CLOSED = "499"  # nginx's status for a client that closed the connection first
 
 
 def error_event(error: DarsError) -> bytes:
@@ -81,16 +82,17 @@ async def relay_sse(
     upstreams: Upstreams,
     *,
     strip_usage: bool,
-    on_finish: Callable[[DarsError | None], None] | None = None,
+    on_finish: Callable[[str], None] | None = None,
 ) -> AsyncIterator[bytes]:
     """Yield the upstream's SSE events as bytes; count usage; end with an error event on failure.
 
     ``strip_usage`` removes the usage chunk the client did not ask for. ``on_finish`` is called
-    once with the mid-stream error (or ``None``) unless the client went away first.
+    once with the outcome as an HTTP-like status: ``"200"``, the mid-stream error's status, or
+    ``"499"`` when the client went away first.
     """
     client = upstreams[stream.upstream]
     usage: Usage | None = None
-    error: DarsError | None = None
+    status = CLIENT_CLOSED
     first = True
     try:
         try:
@@ -115,14 +117,16 @@ async def relay_sse(
                 upstreams.metrics.upstream_errors.labels(
                     upstream=stream.upstream, kind=failure.kind
                 ).inc()
-            error = failure.error
-            yield error_event(error)
+            status = str(failure.error.status_code)
+            yield error_event(failure.error)
             yield DONE_EVENT
+        else:
+            status = "200"
         upstreams.observe_total(stream.opened_at)
+    finally:
         upstreams.record_usage(stream.upstream, usage)
         if on_finish is not None:
-            on_finish(error)
-    finally:
+            on_finish(status)
         with anyio.CancelScope(shield=True):
             await stream.response.aclose()
 

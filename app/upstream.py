@@ -223,7 +223,8 @@ class UpstreamClient:
         started = time.perf_counter()
         response = await self._client.send(self._request(body), stream=True)
         try:
-            self.observe_ttfb(started)
+            if response.status_code < 400:
+                self.observe_ttfb(started)
             content = await response.aread()
         finally:
             await response.aclose()
@@ -235,7 +236,7 @@ class UpstreamClient:
         return content, payload
 
     def observe_ttfb(self, started: float) -> None:
-        """Time from sending a request to the first response byte (headers or first event)."""
+        """Time from sending a successful request to its headers (JSON) or first event (SSE)."""
         if self.metrics is not None:
             elapsed = time.perf_counter() - started
             self.metrics.latency.labels(stage="upstream_ttfb").observe(elapsed)

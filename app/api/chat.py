@@ -75,7 +75,7 @@ async def route_request(
 
 def route_headers(decision: Decision) -> dict[str, str]:
     """The ``x-dars-*`` headers of a decision; score and threshold only when it was scored."""
-    headers = {"x-dars-route": decision.route, "x-dars-reason": decision.reason}
+    headers: dict[str, str] = {"x-dars-route": decision.route, "x-dars-reason": decision.reason}
     if decision.score is not None:
         headers["x-dars-score"] = f"{decision.score:.6f}"
     if decision.threshold is not None:
@@ -99,8 +99,7 @@ async def create_chat_completion(body: ChatCompletionRequest, services: Services
             stream = await services.upstreams.open_stream(decision.route, upstream_body)
             served = _served(decision, stream.upstream, stream.fell_back)
 
-            def finish(error: DarsError | None) -> None:
-                status = "200" if error is None else str(error.status_code)
+            def finish(status: str) -> None:
                 requests.labels(route=served.route, reason=served.reason, status=status).inc()
 
             events = relay_sse(

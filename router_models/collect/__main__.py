@@ -1,4 +1,4 @@
-"""``python -m router_models.collect [options]``: the ``collect`` command without the trainer CLI."""
+"""``python -m router_models.collect [options]``: ``collect`` without the trainer CLI."""
 
 from __future__ import annotations
 

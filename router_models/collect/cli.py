@@ -21,7 +21,13 @@ from router_models.observations import ObservationError
 
 __all__ = ["main", "parse_endpoint", "register"]
 
-_NUMERIC_KEYS = {"price_in": float, "price_out": float, "rate_limit": float, "timeout": float}
+_NUMERIC_KEYS = {
+    "price_in": float,
+    "price_out": float,
+    "rate_limit": float,
+    "timeout": float,
+    "backoff_s": float,
+}
 
 
 def parse_endpoint(spec: str) -> dict[str, Any]:
@@ -35,7 +41,7 @@ def parse_endpoint(spec: str) -> dict[str, Any]:
         key, sep, value = item.partition("=")
         if not sep:
             raise ConfigError(f"endpoint {spec!r}: {item!r} is not key=value")
-        if key == "max_concurrency":
+        if key in ("max_concurrency", "max_attempts"):
             out[key] = int(value)
         elif key in _NUMERIC_KEYS:
             out[key] = _NUMERIC_KEYS[key](value)

@@ -63,7 +63,8 @@ class Endpoint:
     """One model behind an OpenAI-compatible API.
 
     ``name`` is what observations are labelled with (the ``model`` field); ``model`` is what
-    the API is asked for (defaults to ``name``). Prices are USD per million tokens.
+    the API is asked for (defaults to ``name``). Prices are USD per million tokens;
+    ``rate_limit`` is requests per second; ``max_attempts``/``backoff_s`` shape the retries.
     """
 
     name: str
@@ -75,6 +76,8 @@ class Endpoint:
     max_concurrency: int = 4
     rate_limit: float | None = None
     timeout: float = 120.0
+    max_attempts: int = 6
+    backoff_s: float = 1.0
 
     @property
     def api_model(self) -> str:
@@ -177,7 +180,7 @@ class ChatClient:
     """
 
     endpoint: Endpoint
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    retry: RetryPolicy | None = None
     transport: httpx.AsyncBaseTransport | None = None
     _http: httpx.AsyncClient | None = field(default=None, init=False, repr=False)
     _slots: asyncio.Semaphore | None = field(default=None, init=False, repr=False)
@@ -196,6 +199,10 @@ class ChatClient:
         )
         self._slots = asyncio.Semaphore(self.endpoint.max_concurrency)
         self._limiter = RateLimiter(self.endpoint.rate_limit)
+        if self.retry is None:
+            self.retry = RetryPolicy(
+                max_attempts=self.endpoint.max_attempts, base_delay=self.endpoint.backoff_s
+            )
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -212,8 +219,8 @@ class ChatClient:
         seed: int | None = None,
     ) -> Completion:
         """One non-streamed chat completion, retried on transient failures."""
-        http, slots, limiter = self._http, self._slots, self._limiter
-        if http is None or slots is None or limiter is None:
+        http, slots, limiter, retry = self._http, self._slots, self._limiter, self.retry
+        if http is None or slots is None or limiter is None or retry is None:
             raise CollectError("ChatClient used outside 'async with'")
         payload: dict[str, Any] = {
             "model": self.endpoint.api_model,
@@ -225,17 +232,18 @@ class ChatClient:
         if seed is not None:
             payload["seed"] = seed
         async with slots:
-            return await self._send_with_retries(http, limiter, payload, messages)
+            return await self._send_with_retries(http, limiter, retry, payload, messages)
 
     async def _send_with_retries(
         self,
         http: httpx.AsyncClient,
         limiter: RateLimiter,
+        retry: RetryPolicy,
         payload: dict[str, Any],
         messages: list[dict[str, str]],
     ) -> Completion:
         last: Exception | None = None
-        for attempt in range(1, self.retry.max_attempts + 1):
+        for attempt in range(1, retry.max_attempts + 1):
             await limiter.acquire()
             started = time.monotonic()
             retry_after: float | None = None
@@ -250,10 +258,10 @@ class ChatClient:
                     raise UpstreamRejected(self.endpoint.name, response.status_code, response.text)
                 last = CollectError(f"HTTP {response.status_code}: {response.text[:200]}")
                 retry_after = _retry_after(response)
-            if attempt < self.retry.max_attempts:
-                await asyncio.sleep(self.retry.delay(attempt, retry_after))
+            if attempt < retry.max_attempts:
+                await asyncio.sleep(retry.delay(attempt, retry_after))
         raise RetriesExhausted(
-            f"{self.endpoint.name}: {self.retry.max_attempts} attempts failed: {last!r}"
+            f"{self.endpoint.name}: {retry.max_attempts} attempts failed: {last!r}"
         ) from last
 
     def _parse(

@@ -132,13 +132,13 @@ def join_options(stem: str, options: str) -> str:
 
 def clean_rewrite(text: str) -> str:
     """Strip the wrappers small models put around a rewrite: fences, quotes, labels."""
-    text = text.strip()
-    text = re.sub(r"^```\w*\s*|\s*```$", "", text).strip()
-    text = _PREFIX_RE.sub("", text).strip()
-    if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'“”":
-        text = text[1:-1].strip()
-    if text[:1] == "“" and text[-1:] == "”":
-        text = text[1:-1].strip()
+    previous = None
+    while text != previous:  # wrappers nest ("Rewrite: \"...\"" inside a fence)
+        previous = text
+        text = re.sub(r"^```\w*\s*|\s*```$", "", text.strip()).strip()
+        text = _PREFIX_RE.sub("", text).strip()
+        if len(text) >= 2 and (text[0], text[-1]) in (('"', '"'), ("'", "'"), ("“", "”")):
+            text = text[1:-1].strip()
     return text
 
 

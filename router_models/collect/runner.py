@@ -95,7 +95,7 @@ def default_embed() -> Callable[[list[str]], np.ndarray]:
     encoder = load_encoder(device="cpu")
 
     def embed(texts: list[str]) -> np.ndarray:
-        return np.asarray(encoder.encode(texts, normalize_embeddings=True, convert_to_numpy=True))
+        return np.asarray(encoder.encode(texts, normalize_embeddings=True, show_progress_bar=False))
 
     return embed
 

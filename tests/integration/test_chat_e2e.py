@@ -245,6 +245,8 @@ def test_client_disconnect_closes_the_upstream_stream(
         time.sleep(0.05)
     assert edge.streams_cancelled == 1
     assert edge.streams_completed == 0
+    closed = 'dars_requests_total{reason="threshold",route="edge",status="499"} 1.0'
+    assert closed in httpx.get(f"{service.url}/metrics").text
 
 
 def test_health_and_readiness_report_where_things_run(service: ServerThread) -> None:

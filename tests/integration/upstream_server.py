@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CLOUD_KEY",
     "CLOUD_MODEL",
+    "COMPLETION_TOKENS",
     "EDGE_KEY",
     "EDGE_MODEL",
     "PROMPT_TOKENS",

@@ -1,4 +1,4 @@
-"""The shipped Grafana dashboard and Prometheus config must match the metrics the service exports."""
+"""The shipped Grafana dashboard and Prometheus config must match the exported metrics."""
 
 from __future__ import annotations
 
