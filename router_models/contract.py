@@ -136,4 +136,13 @@ def load_encoder(path: str | Path | None = None, device: str = "auto") -> Senten
     model_dir = Path(path) if path is not None else default_encoder_path()
     if not model_dir.is_dir():
         raise FileNotFoundError(f"embedding model directory not found: {model_dir}")
-    return SentenceTransformer(str(model_dir), device=device, local_files_only=True)
+    # A weight-loading progress bar is noise in service logs and CLI output.
+    from transformers.utils import logging as hf_logging
+
+    bars_were_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        return SentenceTransformer(str(model_dir), device=device, local_files_only=True)
+    finally:
+        if bars_were_on:
+            hf_logging.enable_progress_bar()
