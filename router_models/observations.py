@@ -19,13 +19,14 @@ import os
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypedDict, Unpack
 
 __all__ = [
     "FIELDS",
     "SPLITS",
     "Observation",
     "ObservationError",
+    "ObservationFilters",
     "PathLike",
     "format_observation",
     "group_by_query",
@@ -206,6 +207,17 @@ def _as_set(values: Iterable[str] | str | None) -> frozenset[str] | None:
     return frozenset(values)
 
 
+class ObservationFilters(TypedDict, total=False):
+    """The row filters of :func:`iter_observations`, passed on by :func:`read_observations`."""
+
+    datasets: Iterable[str] | str | None
+    splits: Iterable[str] | str | None
+    models: Iterable[str] | str | None
+    query_ids: Collection[str] | None
+    exclude_flags: Iterable[str]
+    scored_only: bool
+
+
 def iter_observations(
     paths: PathLike | Sequence[PathLike],
     *,
@@ -260,13 +272,8 @@ def iter_observations(
 def read_observations(
     paths: PathLike | Sequence[PathLike],
     *,
-    datasets: Iterable[str] | str | None = None,
-    splits: Iterable[str] | str | None = None,
-    models: Iterable[str] | str | None = None,
-    query_ids: Collection[str] | None = None,
-    exclude_flags: Iterable[str] = (),
-    scored_only: bool = False,
     check_unique: bool = True,
+    **filters: Unpack[ObservationFilters],
 ) -> list[Observation]:
     """Load observations into a list (filters as in :func:`iter_observations`).
 
@@ -274,17 +281,7 @@ def read_observations(
     (dataset, query_id, model, variant_id, sample_id) is unique, and one query_id always
     carries the same prompt.
     """
-    rows = list(
-        iter_observations(
-            paths,
-            datasets=datasets,
-            splits=splits,
-            models=models,
-            query_ids=query_ids,
-            exclude_flags=exclude_flags,
-            scored_only=scored_only,
-        )
-    )
+    rows = list(iter_observations(paths, **filters))
     if check_unique:
         _check_cross_row(rows, paths)
     return rows

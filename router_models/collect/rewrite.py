@@ -30,6 +30,7 @@ __all__ = [
     "join_options",
     "named_entities",
     "numbers",
+    "reason_kind",
     "split_options",
 ]
 
@@ -140,6 +141,12 @@ def clean_rewrite(text: str) -> str:
         if len(text) >= 2 and (text[0], text[-1]) in (('"', '"'), ("'", "'"), ("“", "”")):
             text = text[1:-1].strip()
     return text
+
+
+def reason_kind(reason: str) -> str:
+    """The check a rejection reason names, without its details ("length ratio 0.2" -> ...)."""
+    match = re.match(r"[a-z][a-z ]*?(?=\s*(?:[\d(\[<]|$))", reason)
+    return match.group() if match else reason
 
 
 def _normalise(text: str) -> str:

@@ -269,6 +269,34 @@ class _Run:
         )
 
 
+def _rewriter(
+    config: CollectConfig,
+    clients: Mapping[str, ChatClient],
+    embed: Callable[[list[str]], np.ndarray] | None,
+) -> Rewriter | None:
+    rc = config.rewrite
+    if not rc.k or rc.model is None:
+        return None
+    return Rewriter(
+        client=clients[rc.model],
+        checker=RewriteChecker(embed=embed, min_similarity=rc.min_similarity),
+        k=rc.k,
+        temperature=rc.temperature,
+        max_tokens=rc.max_tokens,
+        attempts=rc.attempts,
+    )
+
+
+def _judge(config: CollectConfig, clients: Mapping[str, ChatClient]) -> JudgeGrader | None:
+    if config.judge is None or config.judge.model not in clients:
+        return None  # no judge configured, or no query needs one
+    return JudgeGrader(
+        client=clients[config.judge.model],
+        prompt=config.judge.prompt or DEFAULT_JUDGE_PROMPT,
+        max_tokens=config.judge.max_tokens,
+    )
+
+
 def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
     """The error a caller expects from a task group: the first leaf, collector errors first."""
     leaves: list[BaseException] = []
@@ -337,24 +365,8 @@ async def run_collect(
                 )
                 for name in sorted(names)
             }
-            rewriter = None
-            if config.rewrite.k and config.rewrite.model:
-                rc = config.rewrite
-                rewriter = Rewriter(
-                    client=clients[rc.model],
-                    checker=RewriteChecker(embed=embed, min_similarity=rc.min_similarity),
-                    k=rc.k,
-                    temperature=rc.temperature,
-                    max_tokens=rc.max_tokens,
-                    attempts=rc.attempts,
-                )
-            judge = None
-            if config.judge is not None and config.judge.model in clients:
-                judge = JudgeGrader(
-                    client=clients[config.judge.model],
-                    prompt=config.judge.prompt or DEFAULT_JUDGE_PROMPT,
-                    max_tokens=config.judge.max_tokens,
-                )
+            rewriter = _rewriter(config, clients, embed)
+            judge = _judge(config, clients)
             with tqdm(
                 total=plan.observations_pending,
                 unit="obs",

@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from numbers import Integral, Real
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -20,6 +21,7 @@ import numpy.typing as npt
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from router_models.contract import INPUT_NAME, OUTPUT_NAME
@@ -31,11 +33,14 @@ __all__ = [
     "EPS",
     "ONNX_IR_VERSION",
     "ONNX_OPSET",
+    "TORCH_PARAMETER_CONSTRAINTS",
     "FloatArray",
     "GraphBuilder",
     "RouterMixin",
     "TorchFitResult",
+    "TorchRouterMixin",
     "check_pairs",
+    "cosine_to",
     "fit_torch",
     "float32_values",
     "seed_from",
@@ -64,6 +69,12 @@ def unit_rows(X: FloatArray) -> FloatArray:
 def float32_values(array: Any) -> FloatArray:
     """A float64 array of float32-rounded values: what predict uses is what the ONNX file holds."""
     out: FloatArray = np.asarray(array, dtype=np.float32).astype(np.float64)
+    return out
+
+
+def cosine_to(X: FloatArray, points: FloatArray) -> FloatArray:
+    """Cosine of every row of ``X`` to every stored unit-norm point (memory-based routers)."""
+    out: FloatArray = unit_rows(X) @ points.T
     return out
 
 
@@ -150,6 +161,10 @@ class GraphBuilder:
         """ONNX twin of :func:`unit_rows`."""
         norm = self.op("ReduceL2", x, axes=[1], keepdims=1)
         return self.op("Div", x, self.op("Max", norm, self.const(EPS)))
+
+    def cosine_to(self, x: str, points: FloatArray) -> str:
+        """ONNX twin of :func:`cosine_to`: ``[batch, n_points]`` cosines to stored points."""
+        return self.op("MatMul", self.unit_rows(x), self.const(points.T, "points"))
 
     def to_vector(self, column: str, output: str | None = None) -> str:
         """``[batch, 1]`` to ``[batch]``."""
@@ -329,3 +344,77 @@ def fit_torch(
         validation_loss=tuple(val_curve),
         best_loss=float(best),
     )
+
+
+# Hyper-parameters of :func:`fit_torch` (``random_state`` seeds initialisation and split too).
+TORCH_PARAMETER_CONSTRAINTS: dict[str, list[Any]] = {
+    "alpha": [Interval(Real, 0, None, closed="left")],
+    "learning_rate": [Interval(Real, 0, None, closed="neither")],
+    "batch_size": [Interval(Integral, 1, None, closed="left")],
+    "max_iter": [Interval(Integral, 1, None, closed="left")],
+    "validation_fraction": [Interval(Real, 0, 1, closed="left")],
+    "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
+    "tol": [Interval(Real, 0, None, closed="left")],
+    "random_state": ["random_state"],
+}
+
+
+class TorchRouterMixin(RouterMixin):
+    """:class:`RouterMixin` plus the weighted soft-target BCE fit of the torch routers.
+
+    Subclasses take the hyper-parameters in :data:`TORCH_PARAMETER_CONSTRAINTS` and supply
+    only their module and its logits; the loss, the loop and the fitted curves are shared.
+    """
+
+    alpha: float
+    learning_rate: float
+    batch_size: int
+    max_iter: int
+    validation_fraction: float
+    n_iter_no_change: int
+    tol: float
+
+    def _fit_bce(
+        self,
+        module: torch.nn.Module,
+        logits: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+        X: FloatArray,
+        y: FloatArray,
+        weight: FloatArray,
+        *,
+        seed: int,
+    ) -> None:
+        """Fit ``module`` with :func:`fit_torch` on weighted BCE of ``logits(x_rows, rows)``.
+
+        ``logits`` gets the input rows and their indices (for per-row extras such as model
+        pairs). Sets ``n_iter_``, ``loss_curve_`` and ``validation_scores_``.
+        """
+        import torch
+
+        inputs = torch.from_numpy(X.astype(np.float32))
+        targets = torch.from_numpy(y.astype(np.float32))
+        weights = torch.from_numpy(weight.astype(np.float32))
+
+        def loss_sum(rows: npt.NDArray[np.intp]) -> tuple[torch.Tensor, torch.Tensor]:
+            at = torch.from_numpy(rows)
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(
+                logits(inputs[at], at), targets[at], weight=weights[at], reduction="sum"
+            )
+            return loss, weights[at].sum()
+
+        result = fit_torch(
+            module,
+            loss_sum,
+            X.shape[0],
+            seed=seed,
+            learning_rate=self.learning_rate,
+            alpha=self.alpha,
+            batch_size=self.batch_size,
+            max_iter=self.max_iter,
+            validation_fraction=self.validation_fraction,
+            n_iter_no_change=self.n_iter_no_change,
+            tol=self.tol,
+        )
+        self.n_iter_ = result.n_iter
+        self.loss_curve_ = list(result.train_loss)
+        self.validation_scores_ = list(result.validation_loss)

@@ -15,6 +15,7 @@ from router_models.estimators.base import (
     FloatArray,
     GraphBuilder,
     RouterMixin,
+    cosine_to,
     float32_values,
     subsample_indices,
     unit_rows,
@@ -120,7 +121,7 @@ class KNNRouter(RouterMixin, RegressorMixin, BaseEstimator):  # type: ignore[mis
     def predict(self, X: Any) -> FloatArray:
         """Probability that the strong model is needed, per query."""
         X = self._validate_predict(X)
-        similarity = unit_rows(X) @ self.embeddings_.T
+        similarity = cosine_to(X, self.embeddings_)
         k = self._k()
         top: npt.NDArray[np.intp] = np.argpartition(-similarity, k - 1, axis=1)[:, :k]
         top_sim = np.take_along_axis(similarity, top, axis=1)
@@ -130,7 +131,7 @@ class KNNRouter(RouterMixin, RegressorMixin, BaseEstimator):  # type: ignore[mis
         return out
 
     def _build_onnx(self, g: GraphBuilder, embedding: str, output: str) -> None:
-        similarity = g.op("MatMul", g.unit_rows(embedding), g.const(self.embeddings_.T, "points"))
+        similarity = g.cosine_to(embedding, self.embeddings_)
         k = g.const([self._k()], dtype=np.int64)
         top_sim, top = g.op_multi("TopK", [similarity, k], 2, axis=1, largest=1, sorted=1)
         w = g.op("Gather", g.const(self.point_weights_, "weights"), top)

@@ -13,20 +13,19 @@ the ONNX file computes.
 
 from __future__ import annotations
 
-from numbers import Integral, Real
+from numbers import Integral
 from typing import Any, ClassVar, Self
 
 import numpy as np
-import numpy.typing as npt
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.utils._param_validation import Interval
 
 from router_models.estimators.base import (
+    TORCH_PARAMETER_CONSTRAINTS,
     FloatArray,
     GraphBuilder,
-    RouterMixin,
+    TorchRouterMixin,
     check_pairs,
-    fit_torch,
     float32_values,
     seed_from,
     sigmoid,
@@ -36,7 +35,7 @@ from router_models.estimators.base import (
 __all__ = ["MatrixFactorizationRouter"]
 
 
-class MatrixFactorizationRouter(RouterMixin, RegressorMixin, BaseEstimator):  # type: ignore[misc]
+class MatrixFactorizationRouter(TorchRouterMixin, RegressorMixin, BaseEstimator):  # type: ignore[misc]
     """RouteLLM-style bilinear router, fitted with weighted soft-target BCE on model pairs.
 
     Parameters
@@ -91,14 +90,7 @@ class MatrixFactorizationRouter(RouterMixin, RegressorMixin, BaseEstimator):  # 
         "n_models": [Interval(Integral, 2, None, closed="left"), None],
         "strong_index": [Interval(Integral, 0, None, closed="left")],
         "weak_index": [Interval(Integral, 0, None, closed="left")],
-        "alpha": [Interval(Real, 0, None, closed="left")],
-        "learning_rate": [Interval(Real, 0, None, closed="neither")],
-        "batch_size": [Interval(Integral, 1, None, closed="left")],
-        "max_iter": [Interval(Integral, 1, None, closed="left")],
-        "validation_fraction": [Interval(Real, 0, 1, closed="left")],
-        "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
-        "tol": [Interval(Real, 0, None, closed="left")],
-        "random_state": ["random_state"],
+        **TORCH_PARAMETER_CONSTRAINTS,
     }
 
     def __init__(
@@ -166,9 +158,6 @@ class MatrixFactorizationRouter(RouterMixin, RegressorMixin, BaseEstimator):  # 
         net = torch.nn.ModuleDict(
             {"projection": projection, "models": models, "classifier": classifier, "bias": bias}
         )
-        inputs = torch.from_numpy(X.astype(np.float32))
-        targets = torch.from_numpy(y.astype(np.float32))
-        weights = torch.from_numpy(weight.astype(np.float32))
         model_index = torch.from_numpy(index.astype(np.int64))
 
         def score(projected: torch.Tensor, model: torch.Tensor) -> torch.Tensor:
@@ -176,38 +165,18 @@ class MatrixFactorizationRouter(RouterMixin, RegressorMixin, BaseEstimator):  # 
             logit: torch.Tensor = classifier(latent * projected) + bias(model)
             return logit.reshape(-1)
 
-        def loss_sum(rows: npt.NDArray[np.intp]) -> tuple[torch.Tensor, torch.Tensor]:
-            at = torch.from_numpy(rows)
-            projected = projection(inputs[at])
+        def logits(x: torch.Tensor, at: torch.Tensor) -> torch.Tensor:
+            projected = projection(x)
             pair = model_index[at]
-            logits = score(projected, pair[:, 0]) - score(projected, pair[:, 1])
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(
-                logits, targets[at], weight=weights[at], reduction="sum"
-            )
-            return loss, weights[at].sum()
+            return score(projected, pair[:, 0]) - score(projected, pair[:, 1])
 
-        result = fit_torch(
-            net,
-            loss_sum,
-            X.shape[0],
-            seed=seed,
-            learning_rate=self.learning_rate,
-            alpha=self.alpha,
-            batch_size=self.batch_size,
-            max_iter=self.max_iter,
-            validation_fraction=self.validation_fraction,
-            n_iter_no_change=self.n_iter_no_change,
-            tol=self.tol,
-        )
+        self._fit_bce(net, logits, X, y, weight, seed=seed)
         with torch.no_grad():
             self.projection_ = float32_values(projection.weight.numpy())
             latent = models.weight.numpy().astype(np.float64)
             self.model_embeddings_ = float32_values(unit_rows(latent))
             self.classifier_ = float32_values(classifier.weight.numpy().reshape(-1))
             self.model_bias_ = float32_values(bias.weight.numpy().reshape(-1))
-        self.n_iter_ = result.n_iter
-        self.loss_curve_ = list(result.train_loss)
-        self.validation_scores_ = list(result.validation_loss)
         return self
 
     def _model_scores(self, X: FloatArray) -> FloatArray:

@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import itertools
-from numbers import Integral, Real
+from numbers import Integral
 from typing import Any, ClassVar, Self
 
 import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin
-from sklearn.utils._param_validation import Interval
 
 from router_models.estimators.base import (
+    TORCH_PARAMETER_CONSTRAINTS,
     FloatArray,
     GraphBuilder,
-    RouterMixin,
-    fit_torch,
+    TorchRouterMixin,
     float32_values,
     seed_from,
     sigmoid,
@@ -23,7 +22,7 @@ from router_models.estimators.base import (
 __all__ = ["MLPRouter"]
 
 
-class MLPRouter(RouterMixin, RegressorMixin, BaseEstimator):  # type: ignore[misc]
+class MLPRouter(TorchRouterMixin, RegressorMixin, BaseEstimator):  # type: ignore[misc]
     """Two-hidden-layer perceptron on the embedding, trained with weighted soft-target BCE.
 
     Parameters
@@ -66,14 +65,7 @@ class MLPRouter(RouterMixin, RegressorMixin, BaseEstimator):  # type: ignore[mis
 
     _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
         "hidden_layer_sizes": [tuple, list],
-        "alpha": [Interval(Real, 0, None, closed="left")],
-        "learning_rate": [Interval(Real, 0, None, closed="neither")],
-        "batch_size": [Interval(Integral, 1, None, closed="left")],
-        "max_iter": [Interval(Integral, 1, None, closed="left")],
-        "validation_fraction": [Interval(Real, 0, 1, closed="left")],
-        "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
-        "tol": [Interval(Real, 0, None, closed="left")],
-        "random_state": ["random_state"],
+        **TORCH_PARAMETER_CONSTRAINTS,
     }
 
     def __init__(
@@ -116,37 +108,10 @@ class MLPRouter(RouterMixin, RegressorMixin, BaseEstimator):  # type: ignore[mis
             for n_in, n_out in itertools.pairwise(widths):
                 layers += [torch.nn.Linear(n_in, n_out), torch.nn.ReLU()]
             net = torch.nn.Sequential(*layers[:-1])
-        inputs = torch.from_numpy(X.astype(np.float32))
-        targets = torch.from_numpy(y.astype(np.float32))
-        weights = torch.from_numpy(weight.astype(np.float32))
-
-        def loss_sum(rows: Any) -> tuple[torch.Tensor, torch.Tensor]:
-            index = torch.from_numpy(rows)
-            logits = net(inputs[index]).reshape(-1)
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(
-                logits, targets[index], weight=weights[index], reduction="sum"
-            )
-            return loss, weights[index].sum()
-
-        result = fit_torch(
-            net,
-            loss_sum,
-            X.shape[0],
-            seed=seed,
-            learning_rate=self.learning_rate,
-            alpha=self.alpha,
-            batch_size=self.batch_size,
-            max_iter=self.max_iter,
-            validation_fraction=self.validation_fraction,
-            n_iter_no_change=self.n_iter_no_change,
-            tol=self.tol,
-        )
+        self._fit_bce(net, lambda x, _: net(x).reshape(-1), X, y, weight, seed=seed)
         linear = [m for m in net if isinstance(m, torch.nn.Linear)]
         self.coefs_ = [float32_values(m.weight.detach().numpy().T) for m in linear]
         self.intercepts_ = [float32_values(m.bias.detach().numpy()) for m in linear]
-        self.n_iter_ = result.n_iter
-        self.loss_curve_ = list(result.train_loss)
-        self.validation_scores_ = list(result.validation_loss)
         return self
 
     def _logits(self, X: Any) -> FloatArray:

@@ -32,6 +32,7 @@ from router_models.estimators.base import (
     GraphBuilder,
     RouterMixin,
     check_pairs,
+    cosine_to,
     float32_values,
     subsample_indices,
     unit_rows,
@@ -184,7 +185,7 @@ class SWRankingRouter(RouterMixin, RegressorMixin, BaseEstimator):  # type: igno
         return 1 if self.n_models_ == 2 else self.max_iter
 
     def _weights(self, X: FloatArray) -> FloatArray:
-        cosine = unit_rows(X) @ self.embeddings_.T
+        cosine = cosine_to(X, self.embeddings_)
         if self.similarity == "relative":
             cosine = cosine / np.maximum(cosine.max(axis=1, keepdims=True), EPS)
         out: FloatArray = np.exp((1.0 + cosine) * np.log(self.gamma))
@@ -210,7 +211,7 @@ class SWRankingRouter(RouterMixin, RegressorMixin, BaseEstimator):  # type: igno
 
     def _build_onnx(self, g: GraphBuilder, embedding: str, output: str) -> None:
         m = self.n_models_
-        cosine = g.op("MatMul", g.unit_rows(embedding), g.const(self.embeddings_.T, "points"))
+        cosine = g.cosine_to(embedding, self.embeddings_)
         if self.similarity == "relative":
             best = g.op("ReduceMax", cosine, axes=[1], keepdims=1)
             cosine = g.op("Div", cosine, g.op("Max", best, g.const(EPS)))

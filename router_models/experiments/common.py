@@ -391,7 +391,13 @@ class ReportFiles:
         return "\n".join(lines)
 
     def write(
-        self, title: str, data_files: Sequence[str], body: str, numbers: Mapping[str, Any]
+        self,
+        title: str,
+        data_files: Sequence[str],
+        body: str,
+        numbers: Mapping[str, Any],
+        *,
+        json_name: str | None = None,
     ) -> dict[str, Path]:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         markdown = self.out_dir / f"{self.stem}.md"
@@ -399,7 +405,7 @@ class ReportFiles:
         if notes.exists():  # the hand-written reading of the numbers, kept across reruns
             body = body.rstrip() + "\n\n" + notes.read_text(encoding="utf-8")
         markdown.write_text(self.header(title, data_files) + "\n" + body.rstrip() + "\n")
-        numbers_path = self.out_dir / f"{self.stem}.json"
+        numbers_path = self.out_dir / (json_name or f"{self.stem}.json")
         numbers_path.write_text(json.dumps(_jsonable(numbers), indent=1, sort_keys=False) + "\n")
         return {"markdown": markdown, "json": numbers_path}
 

@@ -378,7 +378,7 @@ def _body(results: Sequence[StudyResult], settings: Settings, local_note: str, p
         "",
         f"![APGR by label scheme]({png})",
         "",
-        "## What the numbers show",
+        "## Computed comparisons",
         "",
         *_findings(results),
         "",

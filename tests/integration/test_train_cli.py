@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import yaml
 
-from router_models.cli import TrainedRouter, main
+from router_models.cli import main
 from router_models.contract import (
     EMBEDDING_DIM,
     META_CALIBRATION,
@@ -26,6 +26,7 @@ from router_models.contract import (
 )
 from router_models.features import Embedder
 from router_models.observations import Observation, write_observations
+from router_models.pipeline import TrainedRouter
 
 WEAK, STRONG = "edge-small", "cloud-large"
 CITIES = ["France", "Japan", "Italy", "Spain", "Canada", "Egypt", "Kenya", "Chile", "Peru",

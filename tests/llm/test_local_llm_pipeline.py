@@ -136,7 +136,7 @@ def test_collect_writes_graded_observations_of_the_real_model(pipeline: Pipeline
         assert r.score in (0.0, 1.0) and r.cost is not None and r.cost > 0
         assert r.meta["grader"]["name"] == "numeric"
     # Distinct seeds give distinct decodes: the samples of a variant are not copies.
-    by_variant: dict[tuple[str, str, int], set[str]] = {}
+    by_variant: dict[tuple[str, str | None, int], set[str]] = {}
     for r in rows:
         by_variant.setdefault((r.query_id, r.model, r.variant_id), set()).add(r.response or "")
     assert any(len(texts) > 1 for texts in by_variant.values())

@@ -34,7 +34,7 @@ _REWRITE_PREFIXES = ("please answer this: ", "tell me: ", "here is a question: "
 def default_reply(body: dict[str, Any]) -> str:
     """Rewrites get a harmless prefix, judges say 7, everything else 'The answer is seed % 3'."""
     messages = body["messages"]
-    question = messages[-1]["content"]
+    question = str(messages[-1]["content"])
     seed = int(body.get("seed") or 0)
     if question.startswith("Please act as an impartial judge"):
         return "Fine. Rating: [[7]]"

@@ -1,0 +1,172 @@
+"""The ``dars-train run`` config: one YAML file describes data, model pair, labels, router.
+
+Example (``dars-train run --config run.yaml``)::
+
+    seed: 0
+    output_dir: runs/gsm8k-dars
+    models: {weak: mixtral-8x7b-instruct-v0.1, strong: gpt-4-1106-preview}
+    data:
+      train: {paths: [data/train.jsonl.gz], splits: [train]}
+      test: {paths: [data/test.jsonl.gz], splits: [test], exclude_flags: [contaminated]}
+    labels: {scheme: dars, params: {lam: 0.05, beta: 0.2}, pairs: null}
+    router: {kind: knn, params: {n_neighbors: 10}}
+    embedding: {cache_dir: null, batch_size: 64}
+    export: {cloud_share: 0.5}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from router_models.contract import DEFAULT_EMBEDDING_MODEL_ID
+from router_models.features import Embedder
+from router_models.labels import SCHEMES
+from router_models.observations import PathLike
+
+__all__ = ["ConfigError", "DataConfig", "EmbeddingConfig", "RunConfig", "load_config"]
+
+
+class ConfigError(ValueError):
+    """A config file or command line that cannot describe a run."""
+
+
+def _from_mapping(cls: Any, data: Any, where: str) -> Any:
+    """Build a config dataclass from a mapping, refusing unknown keys by name."""
+    if data is None:
+        return cls()
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where} must be a mapping, got {type(data).__name__}")
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"unknown key(s) {unknown} in {where}; allowed: {sorted(known)}")
+    return cls(**data)
+
+
+@dataclass
+class DataConfig:
+    """Which observation rows to read: files plus the loader's filters."""
+
+    paths: list[str] = field(default_factory=list)
+    datasets: list[str] | None = None
+    splits: list[str] | None = None
+    exclude_flags: list[str] = field(default_factory=list)
+
+
+@dataclass
+class EmbeddingConfig:
+    cache_dir: str | None = None
+    batch_size: int = 64
+    model_path: str | None = None
+    model_id: str = DEFAULT_EMBEDDING_MODEL_ID
+    device: str = "auto"
+
+    def embedder(self, progress: bool = True) -> Embedder:
+        return Embedder(
+            model_path=self.model_path,
+            model_id=self.model_id,
+            cache_dir=self.cache_dir,
+            batch_size=self.batch_size,
+            device=self.device,
+            progress=progress,
+        )
+
+
+@dataclass
+class RunConfig:
+    """One ``dars-train run``: data, model pair, label scheme, router, seed, output dir.
+
+    ``labels.pairs``: null = train on ``models`` (the deployed pair); ``by-mean`` = the
+    training data's weakest and strongest model; ``all`` = every pair ordered by mean
+    quality; or a list of ``[weak, strong]``. ``exclude_test_queries`` drops training rows
+    whose query id or prompt also occurs in the test data.
+    """
+
+    models: dict[str, str]
+    train: DataConfig
+    test: DataConfig
+    seed: int = 0
+    output_dir: str = "runs/dars"
+    label_scheme: str = "dars"
+    label_params: dict[str, Any] = field(default_factory=dict)
+    label_pairs: str | list[list[str]] | None = None
+    router_kind: str = "knn"
+    router_params: dict[str, Any] = field(default_factory=dict)
+    embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
+    cloud_share: float | None = None
+    default_threshold: float | None = None
+    exclude_test_queries: bool = True
+
+
+def load_config(source: PathLike | Mapping[str, Any]) -> RunConfig:
+    """Parse a run config (YAML file or mapping) into a :class:`RunConfig`."""
+    if isinstance(source, Mapping):
+        data: Any = dict(source)
+    else:
+        try:
+            data = yaml.safe_load(Path(source).read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"cannot read config {source}: {exc}") from exc
+    if not isinstance(data, Mapping):
+        raise ConfigError("the config must be a mapping")
+    allowed = {
+        "seed",
+        "output_dir",
+        "models",
+        "data",
+        "labels",
+        "router",
+        "embedding",
+        "export",
+        "exclude_test_queries",
+    }
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise ConfigError(f"unknown top-level key(s) {unknown}; allowed: {sorted(allowed)}")
+    models = data.get("models") or {}
+    if not isinstance(models, Mapping) or not models.get("weak") or not models.get("strong"):
+        raise ConfigError("models must name 'weak' and 'strong'")
+    sets = data.get("data") or {}
+    if not isinstance(sets, Mapping) or not sets.get("train") or not sets.get("test"):
+        raise ConfigError("data must have 'train' and 'test' sections with 'paths'")
+    labels = _section(data, "labels", {"scheme", "params", "pairs"})
+    router = _section(data, "router", {"kind", "params"})
+    export = _section(data, "export", {"cloud_share", "default_threshold"})
+    scheme = str(labels.get("scheme", "dars"))
+    if scheme not in SCHEMES:
+        raise ConfigError(f"labels.scheme must be one of {list(SCHEMES)}, got {scheme!r}")
+    config = RunConfig(
+        models={"weak": str(models["weak"]), "strong": str(models["strong"])},
+        train=_from_mapping(DataConfig, sets["train"], "data.train"),
+        test=_from_mapping(DataConfig, sets["test"], "data.test"),
+        seed=int(data.get("seed", 0)),
+        output_dir=str(data.get("output_dir", "runs/dars")),
+        label_scheme=scheme,
+        label_params=dict(labels.get("params") or {}),
+        label_pairs=labels.get("pairs"),
+        router_kind=str(router.get("kind", "knn")),
+        router_params=dict(router.get("params") or {}),
+        embedding=_from_mapping(EmbeddingConfig, data.get("embedding"), "embedding"),
+        cloud_share=export.get("cloud_share"),
+        default_threshold=export.get("default_threshold"),
+        exclude_test_queries=bool(data.get("exclude_test_queries", True)),
+    )
+    for name in ("train", "test"):
+        if not getattr(config, name).paths:
+            raise ConfigError(f"data.{name}.paths must list at least one observation file")
+    return config
+
+
+def _section(data: Mapping[str, Any], name: str, keys: set[str]) -> Mapping[str, Any]:
+    section = data.get(name) or {}
+    if not isinstance(section, Mapping):
+        raise ConfigError(f"{name} must be a mapping")
+    unknown = sorted(set(section) - keys)
+    if unknown:
+        raise ConfigError(f"unknown key(s) {unknown} in {name}; allowed: {sorted(keys)}")
+    return section

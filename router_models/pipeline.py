@@ -1,0 +1,317 @@
+"""The ``dars-train`` stages as plain functions: observations -> labels -> router ->
+evaluation -> ONNX file (:func:`build_labels`, :func:`train_router`, :func:`evaluate_models`,
+:func:`export_router`, all of them from one config: :func:`run_pipeline`).
+
+Scripts and reports drive the same code as the CLI. A run is reproducible: the seed seeds
+Python, NumPy, torch, the single-shot draws and the estimator's ``random_state``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import pickle
+import random
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from router_models.config import ConfigError, DataConfig, RunConfig
+from router_models.contract import Calibration
+from router_models.evaluate import (
+    RouterReport,
+    Truth,
+    evaluate_routers,
+    save_reports,
+    truth_from_observations,
+)
+from router_models.features import Embedder
+from router_models.labels import (
+    LabelSet,
+    NliEquivalence,
+    choose_pair,
+    make_labels,
+    multi_pair_labels,
+)
+from router_models.observations import Observation, PathLike, read_observations
+
+__all__ = [
+    "TrainedRouter",
+    "build_labels",
+    "evaluate_models",
+    "export_router",
+    "load_data",
+    "run_pipeline",
+    "say",
+    "seed_everything",
+    "train_router",
+]
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (the estimators get ``random_state`` separately)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    try:
+        import torch
+    except ImportError:  # torch is a dependency; stay usable without it for data-only work
+        return
+    torch.manual_seed(seed)
+
+
+def load_data(data: DataConfig, *, exclude: Truth | None = None) -> list[Observation]:
+    """Scored observations described by a :class:`DataConfig`.
+
+    With ``exclude`` (a test set), rows whose query id or prompt occurs in it are dropped,
+    so no test query leaks into training.
+    """
+    rows = read_observations(
+        data.paths,
+        datasets=data.datasets,
+        splits=data.splits,
+        exclude_flags=data.exclude_flags,
+        scored_only=True,
+    )
+    if exclude is not None:
+        ids, prompts = set(exclude.query_ids), set(exclude.prompts)
+        rows = [obs for obs in rows if obs.query_id not in ids and obs.prompt not in prompts]
+    if not rows:
+        raise ConfigError(f"no scored observations in {data.paths} after filtering")
+    return rows
+
+
+def _label_params(scheme: str, params: Mapping[str, Any], seed: int, embed: Any) -> dict[str, Any]:
+    """Scheme keyword arguments from config values (seed, NLI path, embed function)."""
+    out = dict(params)
+    if scheme == "single-shot":
+        out.setdefault("seed", seed)
+    if scheme == "semantic-entropy":
+        nli_path = out.pop("nli_model", None)
+        if nli_path:
+            out["nli"] = NliEquivalence(nli_path)
+        elif out.get("mode", "auto") in ("auto", "embedding") and embed is not None:
+            out["embed"] = embed
+    if "prior" in out:
+        out["prior"] = tuple(out["prior"])
+    return out
+
+
+def build_labels(
+    observations: Sequence[Observation],
+    *,
+    weak: str | None,
+    strong: str | None,
+    scheme: str,
+    params: Mapping[str, Any] | None = None,
+    pairs: str | Sequence[Sequence[str]] | None = None,
+    seed: int = 0,
+    embed: Any = None,
+) -> LabelSet:
+    """Labels for one pair (given, or chosen by mean quality) or several stacked pairs.
+
+    ``pairs``: None = (weak, strong); ``by-mean`` = :func:`choose_pair`; ``all`` = every
+    pair ordered by mean quality; a list of [weak, strong] = those pairs.
+    """
+    kwargs = _label_params(scheme, params or {}, seed, embed)
+    if pairs is None or pairs == "by-mean":
+        if pairs == "by-mean":
+            weak = strong = None
+        weak, strong = choose_pair(observations, weak, strong)
+        return make_labels(observations, weak, strong, scheme, **kwargs)
+    if pairs == "all":
+        return multi_pair_labels(observations, scheme, None, **kwargs)
+    if isinstance(pairs, str):
+        raise ConfigError(f"labels.pairs must be null, 'by-mean', 'all' or a list, got {pairs!r}")
+    pair_list = [(str(p[0]), str(p[1])) for p in pairs]
+    return multi_pair_labels(observations, scheme, pair_list, **kwargs)
+
+
+@dataclass
+class TrainedRouter:
+    """A fitted estimator and what the export needs to describe it (pickled by ``train``).
+
+    Pickle runs code when loaded: load only router files you made yourself.
+    """
+
+    kind: str
+    params: dict[str, Any]
+    estimator: Any
+    label_scheme: str
+    weak_model: str
+    strong_model: str
+    embedding_model_id: str
+    embedding_dim: int
+    seed: int
+    n_train: int
+
+    def save(self, path: PathLike) -> Path:
+        out = Path(path)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with open(out, "wb") as handle:
+            pickle.dump(self, handle)
+        return out
+
+    @classmethod
+    def load(cls, path: PathLike) -> TrainedRouter:
+        with open(path, "rb") as handle:
+            loaded = pickle.load(handle)
+        if not isinstance(loaded, cls):
+            raise ValueError(f"{path} does not hold a trained router")
+        return loaded
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return np.asarray(self.estimator.predict(np.asarray(X, dtype=np.float32)), dtype=np.float64)
+
+
+def train_router(
+    labels: LabelSet,
+    embedder: Embedder,
+    *,
+    kind: str,
+    params: Mapping[str, Any] | None = None,
+    seed: int = 0,
+) -> TrainedRouter:
+    """Embed the label prompts and fit a registry router on (embedding, target, weight)."""
+    from router_models.registry import ROUTERS, make_router
+
+    if kind not in ROUTERS:
+        raise ConfigError(f"unknown router {kind!r}; choose from {sorted(ROUTERS)}")
+    kwargs = dict(params or {})
+    if "random_state" in inspect.signature(ROUTERS[kind]).parameters:
+        kwargs.setdefault("random_state", seed)
+    seed_everything(seed)
+    X = embedder(list(labels.prompts))
+    estimator = make_router(kind, **kwargs)
+    estimator.fit(X, labels.target.astype(np.float64), sample_weight=labels.weight)
+    return TrainedRouter(
+        kind=kind,
+        params=kwargs,
+        estimator=estimator,
+        label_scheme=labels.scheme,
+        weak_model=labels.weak_model,
+        strong_model=labels.strong_model,
+        embedding_model_id=embedder.model_id,
+        embedding_dim=int(X.shape[1]),
+        seed=seed,
+        n_train=len(labels),
+    )
+
+
+def evaluate_models(
+    truth: Truth,
+    embedder: Embedder,
+    *,
+    routers: Mapping[str, TrainedRouter] | None = None,
+    onnx_files: Mapping[str, PathLike] | None = None,
+    baselines: bool = True,
+) -> list[RouterReport]:
+    """Reports of trained routers and/or ONNX router files on one test set (+ baselines)."""
+    scores: dict[str, np.ndarray] = {}
+    if not routers and not onnx_files:
+        return evaluate_routers(scores, truth, baselines=baselines)
+    X = embedder(list(truth.prompts))
+    for name, router in (routers or {}).items():
+        scores[name] = router.predict(X)
+    if onnx_files:
+        from router_models.export_onnx import load_router_scores
+
+        for name, path in onnx_files.items():
+            scores[name] = load_router_scores(path, X)
+    return evaluate_routers(scores, truth, baselines=baselines)
+
+
+def export_router(
+    router: TrainedRouter,
+    path: PathLike,
+    *,
+    calibration_prompts: Sequence[str],
+    embedder: Embedder,
+    weak: str | None = None,
+    strong: str | None = None,
+    cloud_share: float | None = None,
+    default_threshold: float | None = None,
+) -> Path:
+    """Write the ONNX router with its metadata; calibration = score quantiles on held-out prompts.
+
+    The default threshold is ``default_threshold`` if given, else the threshold that sends
+    ``cloud_share`` of the calibration prompts to the cloud, else 0.5.
+    """
+    from router_models.export_onnx import build_metadata, save_router
+
+    if not calibration_prompts:
+        raise ConfigError("export needs calibration prompts")
+    scores = router.predict(embedder(list(calibration_prompts)))
+    calibration = Calibration.from_scores(scores)
+    if default_threshold is None:
+        default_threshold = (
+            0.5 if cloud_share is None else calibration.threshold_for_cloud_share(cloud_share)
+        )
+    metadata = build_metadata(
+        embedding_model_id=router.embedding_model_id,
+        embedding_dim=router.embedding_dim,
+        label_scheme=router.label_scheme,
+        default_threshold=float(np.clip(default_threshold, 0.0, 1.0)),
+        calibration=calibration,
+        models={"edge": weak or router.weak_model, "cloud": strong or router.strong_model},
+        router=router.kind,
+    )
+    return save_router(router.estimator.to_onnx(metadata), Path(path))
+
+
+def run_pipeline(config: RunConfig, *, progress: bool = True) -> dict[str, Path]:
+    """labels -> train -> evaluate -> export for one config; returns the written files."""
+    out = Path(config.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    seed_everything(config.seed)
+    embedder = config.embedding.embedder(progress)
+    weak, strong = config.models["weak"], config.models["strong"]
+    say("reading test observations")
+    test_rows = load_data(config.test)
+    truth = truth_from_observations(test_rows, weak, strong)
+    say("reading training observations")
+    train_rows = load_data(config.train, exclude=truth if config.exclude_test_queries else None)
+    say(f"labels: {config.label_scheme}")
+    labels = build_labels(
+        train_rows,
+        weak=weak,
+        strong=strong,
+        scheme=config.label_scheme,
+        params=config.label_params,
+        pairs=config.label_pairs,
+        seed=config.seed,
+        embed=embedder,
+    )
+    files = {"labels": out / "labels.json"}
+    labels.save(files["labels"])
+    say(f"training {config.router_kind} on {len(labels)} queries")
+    router = train_router(
+        labels, embedder, kind=config.router_kind, params=config.router_params, seed=config.seed
+    )
+    files["router"] = router.save(out / "router.pkl")
+    say("evaluating")
+    name = f"{config.router_kind}-{config.label_scheme}"
+    reports = evaluate_models(truth, embedder, routers={name: router})
+    files.update(save_reports(reports, out, title=f"{weak} -> {strong}"))
+    say("exporting")
+    files["onnx"] = export_router(
+        router,
+        out / "router.onnx",
+        calibration_prompts=truth.prompts,
+        embedder=embedder,
+        weak=weak,
+        strong=strong,
+        cloud_share=config.cloud_share,
+        default_threshold=config.default_threshold,
+    )
+    files["config"] = out / "config.resolved.json"
+    files["config"].write_text(json.dumps(asdict(config), indent=2), encoding="utf-8")
+    return files
+
+
+def say(message: str) -> None:
+    """A progress line on stderr, prefixed with the program name."""
+    print(f"dars-train: {message}", file=sys.stderr)
