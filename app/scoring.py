@@ -4,7 +4,9 @@ A router file is checked completely before it serves (names, shapes, metadata, o
 batch), so that a bad file fails at start-up or at reload, never on a live request. Reload
 swaps the model atomically; a file that fails the checks leaves the old model serving.
 
-The contract (input/output names, metadata keys) is :mod:`router_models.contract`.
+The contract (input/output names, metadata keys) is :mod:`router_models.contract`. A router may
+take the optional second input ``query_length`` (characters of the text the service embedded);
+:class:`RouterModel` records whether it does and feeds it.
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ import onnxruntime as ort
 
 from app.errors import RouterUnavailable
 from router_models.contract import (
+    DEFAULT_QUERY_MAX_CHARS,
     INPUT_NAME,
+    LENGTH_INPUT_NAME,
     META_CALIBRATION,
     META_DEFAULT_THRESHOLD,
     META_EMBEDDING_DIM,
@@ -69,6 +73,7 @@ class RouterModel:
 
     ``provider`` is the execution provider the session really uses, which can differ from the
     one asked for (onnxruntime falls back to the CPU when CUDA cannot start).
+    ``uses_query_length``: the graph has the contract's optional ``query_length`` input.
     """
 
     path: Path
@@ -82,14 +87,27 @@ class RouterModel:
     models: dict[str, str]
     router_kind: str
     metadata: dict[str, str]
+    uses_query_length: bool = False
 
-    def score(self, embeddings: np.ndarray) -> np.ndarray:
-        """Scores (probability the cloud model is needed) of ``[n, dim]`` embeddings, ``[n]``."""
+    def score(self, embeddings: np.ndarray, query_length: Any = None) -> np.ndarray:
+        """Scores (probability the cloud model is needed) of ``[n, dim]`` embeddings, ``[n]``.
+
+        ``query_length`` (``[n]`` characters of each embedded text) is required by a router
+        with that input and ignored by one without.
+        """
         batch = np.ascontiguousarray(embeddings, dtype=np.float32)
         if batch.ndim != 2 or batch.shape[1] != self.embedding_dim:
             raise ValueError(f"expected embeddings of shape [n, {self.embedding_dim}]")
+        feed = {INPUT_NAME: batch}
+        if self.uses_query_length:
+            if query_length is None:
+                raise ValueError(f"this router needs {LENGTH_INPUT_NAME!r} as well")
+            lengths = np.ascontiguousarray(query_length, dtype=np.float32).reshape(-1)
+            if lengths.shape != (batch.shape[0],):
+                raise ValueError(f"expected {batch.shape[0]} query lengths")
+            feed[LENGTH_INPUT_NAME] = lengths
         try:
-            (scores,) = self.session.run([OUTPUT_NAME], {INPUT_NAME: batch})
+            (scores,) = self.session.run([OUTPUT_NAME], feed)
         except Exception as exc:  # onnxruntime's errors share no base class but Exception
             raise RouterUnavailable(f"the router model failed: {exc}") from exc
         scores = np.asarray(scores, dtype=np.float32).reshape(-1)
@@ -163,7 +181,7 @@ def load_router_model(
     if wanted[0] != provider:
         logger.info("router model runs on %s (%s could not start)", provider, wanted[0])
 
-    _check_signature(session, expected_dim)
+    uses_query_length = _check_signature(session, expected_dim)
     meta = dict(session.get_modelmeta().custom_metadata_map)
     model = RouterModel(
         path=path,
@@ -177,6 +195,7 @@ def load_router_model(
         models=_parse_models(meta),
         router_kind=meta.get(META_ROUTER, "unknown"),
         metadata=meta,
+        uses_query_length=uses_query_length,
     )
     if model.embedding_model != expected_embedding_model:
         raise RouterLoadError(
@@ -219,11 +238,15 @@ class Scorer:
     def model(self) -> RouterModel:
         return self._model
 
-    async def score(self, vector: np.ndarray) -> float:
-        """Score of one ``[dim]`` embedding, computed on a worker thread."""
+    async def score(self, vector: np.ndarray, query_length: int | None = None) -> float:
+        """Score of one ``[dim]`` embedding, computed on a worker thread.
+
+        ``query_length``: characters of the embedded text, for routers that take it.
+        """
         model = self._model  # one model for the whole call, even if a reload swaps it
         started = time.perf_counter()
-        scores = await asyncio.to_thread(model.score, np.reshape(vector, (1, -1)))
+        lengths = None if query_length is None else [float(query_length)]
+        scores = await asyncio.to_thread(model.score, np.reshape(vector, (1, -1)), lengths)
         value = float(scores[0])
         if self._metrics is not None:
             self._metrics.latency.labels(stage="scoring").observe(time.perf_counter() - started)
@@ -293,14 +316,20 @@ def _create_session(
         raise RouterLoadError(f"{path} is not a loadable ONNX model: {exc}") from exc
 
 
-def _check_signature(session: ort.InferenceSession, expected_dim: int) -> None:
-    inputs = session.get_inputs()
-    if [i.name for i in inputs] != [INPUT_NAME]:
+def _check_signature(session: ort.InferenceSession, expected_dim: int) -> bool:
+    """Check inputs and output; return whether the router takes ``query_length``."""
+    inputs = {i.name: i for i in session.get_inputs()}
+    if sorted(inputs) not in ([INPUT_NAME], sorted([INPUT_NAME, LENGTH_INPUT_NAME])):
         raise RouterLoadError(
-            f"router must have exactly one input {INPUT_NAME!r}, has {[i.name for i in inputs]}"
+            f"router inputs must be {INPUT_NAME!r} or {INPUT_NAME!r} and {LENGTH_INPUT_NAME!r}, "
+            f"has {list(inputs)}"
         )
-    _check_tensor(inputs[0], rank=2, what="input")
-    dim = inputs[0].shape[1]
+    uses_query_length = LENGTH_INPUT_NAME in inputs
+    if uses_query_length:
+        _check_tensor(inputs[LENGTH_INPUT_NAME], rank=1, what="input")
+    embedding = inputs[INPUT_NAME]
+    _check_tensor(embedding, rank=2, what="input")
+    dim = embedding.shape[1]
     if isinstance(dim, int) and dim != expected_dim:
         raise RouterLoadError(
             f"router input {INPUT_NAME!r} has dimension {dim}, the encoder produces {expected_dim}"
@@ -309,6 +338,7 @@ def _check_signature(session: ort.InferenceSession, expected_dim: int) -> None:
     if OUTPUT_NAME not in outputs:
         raise RouterLoadError(f"router has no output {OUTPUT_NAME!r}, has {sorted(outputs)}")
     _check_tensor(outputs[OUTPUT_NAME], rank=1, what="output")
+    return uses_query_length
 
 
 def _check_tensor(arg: Any, *, rank: int, what: str) -> None:
@@ -321,12 +351,13 @@ def _check_tensor(arg: Any, *, rank: int, what: str) -> None:
 
 
 def _check_dummy_batch(model: RouterModel) -> None:
-    """Run unit vectors through the model: it must answer ``[n]`` finite scores in [0, 1]."""
+    """Run unit vectors (and lengths) through the model: ``[n]`` finite scores in [0, 1]."""
     batch = np.zeros((_DUMMY_BATCH, model.embedding_dim), dtype=np.float32)
     batch[0, :] = 1.0 / math.sqrt(model.embedding_dim)
     batch[1, 0] = 1.0
+    lengths = [1.0, float(DEFAULT_QUERY_MAX_CHARS)]  # ignored by a router without the input
     try:
-        scores = model.score(batch)
+        scores = model.score(batch, lengths)
     except (RouterUnavailable, ValueError) as exc:
         raise RouterLoadError(f"router failed on a dummy batch: {exc}") from exc
     if np.any(scores < 0.0) or np.any(scores > 1.0):

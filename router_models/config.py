@@ -12,6 +12,11 @@ Example (``dars-train run --config run.yaml``)::
     router: {kind: knn, params: {n_neighbors: 10}}
     embedding: {cache_dir: null, batch_size: 64}
     export: {cloud_share: 0.5}
+
+``router.kind`` is a registry key (:mod:`router_models.registry`). ``length_aware`` stacks an
+embedding router with the query length (the router file then takes ``query_length`` too)::
+
+    router: {kind: length_aware, params: {base_router: knn, base_params: {n_neighbors: 20}}}
 """
 
 from __future__ import annotations

@@ -7,6 +7,11 @@ ONNX router file
 ----------------
 - input ``embedding``: float32 ``[batch, dim]``, the L2-normalised sentence embedding of the
   query text (see :func:`load_encoder`).
+- optional input ``query_length``: float32 ``[batch]``, the number of characters of the query
+  text the service embedded (stripped, cut to ``DARS_QUERY_MAX_CHARS``, default
+  :data:`DEFAULT_QUERY_MAX_CHARS`; see :func:`query_lengths`). Embeddings are unit norm and
+  carry no length, yet length alone is a strong routing signal; a router that wants it
+  declares this input, and one without it works unchanged. No other input is allowed.
 - output ``score``: float32 ``[batch]``, the probability that the cloud (strong) model is
   needed for this query. The service routes to the cloud when ``score >= threshold``.
 - ``metadata_props`` (all values are strings):
@@ -20,7 +25,8 @@ ONNX router file
                               quantiles on held-out queries, used to turn a wanted
                               cloud share into a threshold before live traffic exists
   ``dars.models``             JSON ``{"edge": "<weak model>", "cloud": "<strong model>"}``
-  ``dars.router``             estimator kind (``knn``, ``mlp``, ``mf``, ``sw_ranking``)
+  ``dars.router``             estimator kind (``knn``, ``mlp``, ``mf``, ``sw_ranking``,
+                              ``length_aware``)
   ==========================  ======================================================
 """
 
@@ -29,18 +35,23 @@ from __future__ import annotations
 import itertools
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
     from sentence_transformers import SentenceTransformer
 
 __all__ = [
     "CALIBRATION_PROBS",
     "DEFAULT_EMBEDDING_MODEL_ID",
+    "DEFAULT_QUERY_MAX_CHARS",
     "EMBEDDING_DIM",
     "INPUT_NAME",
+    "LENGTH_INPUT_NAME",
     "META_CALIBRATION",
     "META_DEFAULT_THRESHOLD",
     "META_EMBEDDING_DIM",
@@ -52,9 +63,11 @@ __all__ = [
     "Calibration",
     "default_encoder_path",
     "load_encoder",
+    "query_lengths",
 ]
 
 INPUT_NAME = "embedding"
+LENGTH_INPUT_NAME = "query_length"
 OUTPUT_NAME = "score"
 
 META_EMBEDDING_MODEL = "dars.embedding_model"
@@ -67,6 +80,9 @@ META_ROUTER = "dars.router"
 
 DEFAULT_EMBEDDING_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
 EMBEDDING_DIM = 384
+
+# The service cuts the query text to this many characters (``DARS_QUERY_MAX_CHARS``).
+DEFAULT_QUERY_MAX_CHARS = 4000
 
 # Probabilities at which score quantiles are stored in ``dars.calibration``: every 1%.
 CALIBRATION_PROBS: tuple[float, ...] = tuple(round(i / 100, 2) for i in range(101))
@@ -111,6 +127,18 @@ class Calibration:
         if not 0.0 <= cloud_share <= 1.0:
             raise ValueError("cloud_share must be within [0, 1]")
         return float(np.interp(1.0 - cloud_share, self.probs, self.quantiles))
+
+
+def query_lengths(
+    texts: Sequence[str], max_chars: int = DEFAULT_QUERY_MAX_CHARS
+) -> npt.NDArray[np.float32]:
+    """The ``query_length`` input of ``texts``: characters of each stripped text, cut to
+    ``max_chars``, as the service measures the text it embeds (idempotent on that text)."""
+    import numpy as np
+
+    if max_chars < 1:
+        raise ValueError("max_chars must be positive")
+    return np.asarray([len(text.strip()[:max_chars]) for text in texts], dtype=np.float32)
 
 
 def default_encoder_path() -> Path:

@@ -1,9 +1,9 @@
 """Writing, checking and reading ONNX router files (the trainer's side of ``contract.py``).
 
 ``save_router`` only leaves a file behind that the service can load: the graph passes
-``onnx.checker``, has the contract's input and output, carries complete metadata, and
-onnxruntime opens it and scores a dummy batch. Anything else raises
-:class:`RouterExportError` and writes nothing.
+``onnx.checker``, has the contract's inputs (``embedding``, optionally ``query_length``) and
+output, carries complete metadata, and onnxruntime opens it and scores a dummy batch. Anything
+else raises :class:`RouterExportError` and writes nothing.
 """
 
 from __future__ import annotations
@@ -19,7 +19,9 @@ import onnx
 from onnx import TensorProto
 
 from router_models.contract import (
+    DEFAULT_QUERY_MAX_CHARS,
     INPUT_NAME,
+    LENGTH_INPUT_NAME,
     META_CALIBRATION,
     META_DEFAULT_THRESHOLD,
     META_EMBEDDING_DIM,
@@ -41,6 +43,7 @@ __all__ = [
     "check_router_model",
     "load_router_scores",
     "read_metadata",
+    "router_input_names",
     "router_session",
     "save_router",
 ]
@@ -113,10 +116,20 @@ def check_router_model(model: onnx.ModelProto, *, require_metadata: bool = True)
         raise RouterExportError(f"ONNX checker rejected the router: {exc}") from exc
     graph = model.graph
     inputs = [i for i in graph.input if i.name not in {t.name for t in graph.initializer}]
-    if [i.name for i in inputs] != [INPUT_NAME] or [o.name for o in graph.output] != [OUTPUT_NAME]:
+    names = [i.name for i in inputs]
+    if names not in ([INPUT_NAME], [INPUT_NAME, LENGTH_INPUT_NAME]) or [
+        o.name for o in graph.output
+    ] != [OUTPUT_NAME]:
         raise RouterExportError(
-            f"router must map one input {INPUT_NAME!r} to one output {OUTPUT_NAME!r}"
+            f"router must map the input {INPUT_NAME!r} (and optionally {LENGTH_INPUT_NAME!r}) "
+            f"to one output {OUTPUT_NAME!r}, has inputs {names}"
         )
+    if len(inputs) == 2:
+        length_type = inputs[1].type.tensor_type
+        if length_type.elem_type != TensorProto.FLOAT or len(length_type.shape.dim) != 1:
+            raise RouterExportError(f"{LENGTH_INPUT_NAME!r} must be float32 [batch]")
+        if length_type.shape.dim[0].HasField("dim_value"):
+            raise RouterExportError(f"{LENGTH_INPUT_NAME!r} needs a dynamic batch")
     in_type, out_type = inputs[0].type.tensor_type, graph.output[0].type.tensor_type
     if in_type.elem_type != TensorProto.FLOAT or len(in_type.shape.dim) != 2:
         raise RouterExportError(f"{INPUT_NAME!r} must be float32 [batch, dim]")
@@ -149,17 +162,35 @@ def router_session(model: onnx.ModelProto | str | Path, *, intra_op_num_threads:
     return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
 
 
+def router_input_names(session: Any) -> list[str]:
+    """The input names of an onnxruntime session on a router, in graph order."""
+    return [arg.name for arg in session.get_inputs()]
+
+
 def load_router_scores(
-    model: onnx.ModelProto | str | Path | Any, X: Any, *, intra_op_num_threads: int = 1
+    model: onnx.ModelProto | str | Path | Any,
+    X: Any,
+    *,
+    query_length: Any = None,
+    intra_op_num_threads: int = 1,
 ) -> FloatArray:
-    """Scores of ``X`` under an ONNX router (file, ``ModelProto`` or open session)."""
+    """Scores of ``X`` under an ONNX router (file, ``ModelProto`` or open session).
+
+    ``query_length`` (characters per query, see ``contract.query_lengths``) is fed when the
+    graph has the ``query_length`` input, which then requires it; other routers ignore it.
+    """
     session = (
         model
         if hasattr(model, "run")
         else router_session(model, intra_op_num_threads=intra_op_num_threads)
     )
     batch = np.ascontiguousarray(X, dtype=np.float32)
-    (scores,) = session.run([OUTPUT_NAME], {INPUT_NAME: batch})
+    feed = {INPUT_NAME: batch}
+    if LENGTH_INPUT_NAME in router_input_names(session):
+        if query_length is None:
+            raise ValueError(f"this router needs {LENGTH_INPUT_NAME!r} as well as {INPUT_NAME!r}")
+        feed[LENGTH_INPUT_NAME] = np.ascontiguousarray(query_length, dtype=np.float32)
+    (scores,) = session.run([OUTPUT_NAME], feed)
     out: FloatArray = np.asarray(scores, dtype=np.float64)
     return out
 
@@ -187,8 +218,9 @@ def save_router(model: onnx.ModelProto, path: str | Path, *, require_metadata: b
         onnx.save_model(model, str(partial))
         dim = model.graph.input[0].type.tensor_type.shape.dim[1].dim_value
         batch = unit_rows(np.random.default_rng(0).standard_normal((_DUMMY_BATCH, dim)))
+        lengths = np.linspace(0.0, DEFAULT_QUERY_MAX_CHARS, _DUMMY_BATCH)  # unused if no input
         try:
-            scores = load_router_scores(partial, batch)
+            scores = load_router_scores(partial, batch, query_length=lengths)
         except Exception as exc:  # onnxruntime raises its own untyped pybind errors
             raise RouterExportError(f"onnxruntime could not run the router: {exc}") from exc
         if scores.shape != (_DUMMY_BATCH,) or not np.all(np.isfinite(scores)):

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from router_models.config import ConfigError, DataConfig, RunConfig
-from router_models.contract import Calibration
+from router_models.contract import Calibration, query_lengths
 from router_models.evaluate import (
     RouterReport,
     Truth,
@@ -163,8 +163,27 @@ class TrainedRouter:
             raise ValueError(f"{path} does not hold a trained router")
         return loaded
 
-    def predict(self, X: np.ndarray) -> np.ndarray:
-        return np.asarray(self.estimator.predict(np.asarray(X, dtype=np.float32)), dtype=np.float64)
+    def predict(self, X: np.ndarray, *, query_length: Any = None) -> np.ndarray:
+        """Scores of embeddings; ``query_length`` (see ``contract.query_lengths``) is needed by
+        routers that take it and ignored by the others."""
+        extra = _length_kwargs(self.estimator, query_length)
+        scores = self.estimator.predict(np.asarray(X, dtype=np.float32), **extra)
+        return np.asarray(scores, dtype=np.float64)
+
+    def predict_prompts(self, prompts: Sequence[str], X: np.ndarray) -> np.ndarray:
+        """Scores of prompts whose embeddings are ``X`` (the lengths come from the prompts)."""
+        return self.predict(X, query_length=query_lengths(prompts))
+
+
+def _length_kwargs(estimator: Any, query_length: Any) -> dict[str, Any]:
+    """``{"query_length": ...}`` for a router that takes it, else nothing."""
+    from router_models.registry import accepts_query_length
+
+    if not accepts_query_length(estimator):
+        return {}
+    if query_length is None:
+        raise ValueError(f"{type(estimator).__name__} needs query_length")
+    return {"query_length": np.asarray(query_length, dtype=np.float64)}
 
 
 def train_router(
@@ -186,7 +205,8 @@ def train_router(
     seed_everything(seed)
     X = embedder(list(labels.prompts))
     estimator = make_router(kind, **kwargs)
-    estimator.fit(X, labels.target.astype(np.float64), sample_weight=labels.weight)
+    extra = _length_kwargs(estimator, query_lengths(labels.prompts))
+    estimator.fit(X, labels.target.astype(np.float64), sample_weight=labels.weight, **extra)
     return TrainedRouter(
         kind=kind,
         params=kwargs,
@@ -215,12 +235,13 @@ def evaluate_models(
         return evaluate_routers(scores, truth, baselines=baselines)
     X = embedder(list(truth.prompts))
     for name, router in (routers or {}).items():
-        scores[name] = router.predict(X)
+        scores[name] = router.predict_prompts(truth.prompts, X)
     if onnx_files:
         from router_models.export_onnx import load_router_scores
 
+        lengths = query_lengths(truth.prompts)
         for name, path in onnx_files.items():
-            scores[name] = load_router_scores(path, X)
+            scores[name] = load_router_scores(path, X, query_length=lengths)
     return evaluate_routers(scores, truth, baselines=baselines)
 
 
@@ -244,7 +265,7 @@ def export_router(
 
     if not calibration_prompts:
         raise ConfigError("export needs calibration prompts")
-    scores = router.predict(embedder(list(calibration_prompts)))
+    scores = router.predict_prompts(calibration_prompts, embedder(list(calibration_prompts)))
     calibration = Calibration.from_scores(scores)
     if default_threshold is None:
         default_threshold = (

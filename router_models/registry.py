@@ -2,23 +2,26 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from router_models.estimators import (
     KNNRouter,
+    LengthAwareRouter,
     MatrixFactorizationRouter,
     MLPRouter,
     RouterMixin,
     SWRankingRouter,
 )
 
-__all__ = ["ROUTERS", "make_router", "router_kind"]
+__all__ = ["ROUTERS", "accepts_query_length", "make_router", "router_kind"]
 
 ROUTERS: dict[str, type[RouterMixin]] = {
     "knn": KNNRouter,
     "mlp": MLPRouter,
     "mf": MatrixFactorizationRouter,
     "sw_ranking": SWRankingRouter,
+    "length_aware": LengthAwareRouter,
 }
 
 
@@ -46,3 +49,12 @@ def router_kind(estimator: object) -> str:
         if type(estimator) is cls:
             return kind
     raise ValueError(f"{type(estimator).__name__} is not a registered router")
+
+
+def accepts_query_length(estimator: object) -> bool:
+    """Whether a router (class or instance) fits and predicts with a ``query_length`` keyword.
+
+    Such a router also writes the contract's optional ``query_length`` ONNX input.
+    """
+    fit = getattr(estimator, "fit", None)
+    return fit is not None and "query_length" in inspect.signature(fit).parameters

@@ -63,7 +63,7 @@ async def route_request(
     else:
         text = query_text(request, max_chars=settings.query_max_chars)
         vector, cache_hit = await services.query_embedder.embed(text)
-        score = await services.scorer.score(vector)
+        score = await services.scorer.score(vector, query_length=len(text))
         threshold = selection.threshold
         decision = decide(score, services.threshold.get() if threshold is None else threshold)
         if record:

@@ -215,6 +215,10 @@ class RouterMixin:
     def _build_onnx(self, builder: GraphBuilder, embedding: str, output: str) -> None:
         raise NotImplementedError
 
+    def _onnx_inputs(self, dim: int) -> list[onnx.ValueInfoProto]:
+        """The graph inputs: ``embedding`` only; a router that reads more adds its own."""
+        return [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, ["batch", dim])]
+
     def to_onnx(self, metadata: Mapping[str, str] | None = None) -> onnx.ModelProto:
         """The fitted router as an ONNX model that follows ``router_models.contract``.
 
@@ -226,8 +230,9 @@ class RouterMixin:
         Returns
         -------
         onnx.ModelProto
-            Input ``embedding`` float32 ``[batch, n_features_in_]``, output ``score`` float32
-            ``[batch]``; checked with ``onnx.checker``.
+            Input ``embedding`` float32 ``[batch, n_features_in_]`` (plus what
+            ``_onnx_inputs`` adds), output ``score`` float32 ``[batch]``; checked with
+            ``onnx.checker``.
         """
         check_is_fitted(self)
         builder = GraphBuilder()
@@ -236,7 +241,7 @@ class RouterMixin:
         graph = helper.make_graph(
             builder.nodes,
             f"dars_{type(self).__name__}",
-            [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, ["batch", dim])],
+            self._onnx_inputs(dim),
             [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["batch"])],
             initializer=builder.initializers,
         )

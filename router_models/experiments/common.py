@@ -33,11 +33,11 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from router_models.cli import seed_everything
 from router_models.evaluate import RouterReport, Truth
 from router_models.features import Embedder
 from router_models.labels import LabelSet, concat_label_sets, make_labels, model_means
 from router_models.observations import Observation, read_observations
+from router_models.pipeline import seed_everything
 from router_models.registry import make_router
 
 __all__ = [
@@ -249,10 +249,10 @@ def _collapse(
     order = list(dict.fromkeys(keys))
     position = {k: i for i, k in enumerate(order)}
     index = np.asarray([position[k] for k in keys], dtype=np.intp)
-    total = np.bincount(index, weights=weight, minlength=len(order))
+    total: FloatArray = np.bincount(index, weights=weight, minlength=len(order)).astype(np.float64)
     mass = np.bincount(index, weights=weight * target, minlength=len(order))
     flat = np.full(len(order), float(np.average(target)))
-    mean = np.divide(mass, total, out=flat, where=total > 0)
+    mean: FloatArray = np.divide(mass, total, out=flat, where=total > 0)
     return order, np.clip(mean, 0.0, 1.0), total
 
 

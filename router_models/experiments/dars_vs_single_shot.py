@@ -189,7 +189,7 @@ def run_study(
     )
     for kind, by_scheme in per_router.items():
         # Single-shot: per draw, the mean over folds; then mean ± std over draws.
-        draws = [
+        per_draw = [
             _fold_mean([fold[d] for fold in by_scheme["single-shot"]])
             for d in range(settings.n_draws)
         ]
@@ -197,8 +197,8 @@ def run_study(
         result.routers[kind] = {
             "dars": dars,
             "semantic-entropy": _fold_mean(by_scheme["semantic-entropy"]),
-            "single-shot": summarise(draws),
-            "dars_beats_draws": float(np.mean([dars["APGR"] > d["APGR"] for d in draws])),
+            "single-shot": summarise(per_draw),
+            "dars_beats_draws": float(np.mean([dars["APGR"] > d["APGR"] for d in per_draw])),
         }
     return result
 

@@ -214,21 +214,22 @@ def _run_benchmark(
     truth = truth_from_observations(test, WEAK, STRONG)
     n_contaminated = len({o.query_id for o in test_all}) - len(truth.query_ids)
     all_prompts = {o.prompt for o in test_all}
-    sources, source_info = [], []
+    sources: list[list[Observation]] = []
+    source_info: list[dict[str, Any]] = []
     for src in bench.sources:
-        rows = load_rows(
+        loaded = load_rows(
             data_dir / src.file,
             exclude_flags=src.exclude_flags,
             drop_datasets=src.drop_datasets,
             drop_models=src.drop_models,
         )
-        rows, dropped = drop_test_prompts(rows, all_prompts)
-        sources.append(rows)
+        kept, dropped = drop_test_prompts(loaded, all_prompts)
+        sources.append(kept)
         source_info.append(
             {
                 "source": src.describe(),
-                "queries": len({o.query_id for o in rows}),
-                "models": len({o.model for o in rows}),
+                "queries": len({o.query_id for o in kept}),
+                "models": len({o.model for o in kept}),
                 "dropped_duplicates_of_test": dropped,
             }
         )
@@ -250,7 +251,7 @@ def _run_benchmark(
             n = settings.n_draws if scheme == "single-shot" else 1
             runs = []
             for draw in range(n):
-                extra = {"seed": draw} if scheme == "single-shot" else {}
+                extra: dict[str, Any] = {"seed": draw} if scheme == "single-shot" else {}
                 labels = paired_labels(sources, scheme, mapping, min_gap=settings.min_gap, **extra)
                 estimator = fit_router(kind, labels, embed, seed=seed, params=params)
                 report = evaluate_router(f"{kind} {scheme}", predict(estimator, X), truth)
@@ -427,11 +428,11 @@ def _body(results: Sequence[BenchmarkResult], settings: Settings, pngs: dict[str
         cells = []
         for r in results:
             for scheme in ("dars", "single-shot", "semantic-entropy"):
-                row = r.rows.get(f"{kind}/{scheme}")
+                cell = r.rows.get(f"{kind}/{scheme}")
                 cells.append(
                     "–"
-                    if row is None
-                    else f"{fmt(row['metrics']['CPT50'])} / {fmt(row['metrics']['CPT80'])}"
+                    if cell is None
+                    else f"{fmt(cell['metrics']['CPT50'])} / {fmt(cell['metrics']['CPT80'])}"
                 )
         values = paper[f"Confidence-Driven {label}"]
         cells += [f"{values[2 * r.column]:.2f} / {values[2 * r.column + 1]:.2f}" for r in results]

@@ -306,11 +306,13 @@ def _card(numbers: dict[str, Any], settings: Settings, chosen: Candidate, png: s
         "about a specific answer.",
         "- One observation per query-model pair: DARS labels here are only a soft version of "
         "the single-shot outcome (no distribution to summarise), and the labels are noisy.",
-        "- Query-embedding routers beat random only modestly on these benchmarks (see the "
-        "held-out APGR above and `router_models/reports/paper-protocol.md`); the "
-        "prompt-length baseline is a strong competitor on GSM8K.",
-        "- Held-out queries come from the same benchmarks as the training queries "
-        "(in-distribution numbers); expect less on other traffic.",
+        "- Held-out queries come from the same benchmarks as the training queries (same MMLU "
+        "subjects, same GSM8K style): these are in-distribution numbers. Trained on other data "
+        "and tested on these benchmarks, query-embedding routers beat random only modestly "
+        "and lose to the prompt-length baseline (`router_models/reports/paper-protocol.md`); "
+        "expect less than the table above on other traffic.",
+        "- The training queries are 80% of the GSM8K and MMLU *test* sets: do not use this "
+        "file to report routing results on those benchmarks (it has seen their questions).",
         "",
     ]
     return "\n".join(lines)

@@ -2,8 +2,10 @@
 
 ``make_linear_router`` writes ``score = sigmoid(embedding @ weights + bias)``. With the default
 ``weights=None`` (zeros) every query scores ``sigmoid(bias)``: ``bias=-10`` routes everything to
-the edge, ``bias=10`` everything to the cloud. Keyword arguments break the contract on purpose
-(other names, dimension, metadata) so that the loader's checks can be tested.
+the edge, ``bias=10`` everything to the cloud. With ``length_weight``, the graph gets the
+contract's optional second input ``query_length`` and adds ``length_weight * query_length`` to
+the logit. Keyword arguments break the contract on purpose (other names, dimension, metadata)
+so that the loader's checks can be tested.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from onnx import TensorProto, helper
 from router_models.contract import (
     DEFAULT_EMBEDDING_MODEL_ID,
     INPUT_NAME,
+    LENGTH_INPUT_NAME,
     META_CALIBRATION,
     META_DEFAULT_THRESHOLD,
     META_EMBEDDING_DIM,
@@ -44,9 +47,18 @@ def random_unit_vectors(n: int, dim: int = 384, *, seed: int = 0) -> np.ndarray:
     return unit
 
 
-def linear_scores(embeddings: np.ndarray, weights: np.ndarray, bias: float) -> np.ndarray:
+def linear_scores(
+    embeddings: np.ndarray,
+    weights: np.ndarray,
+    bias: float,
+    *,
+    query_length: np.ndarray | None = None,
+    length_weight: float = 0.0,
+) -> np.ndarray:
     """The scores the linear router computes, in numpy (the expected values in tests)."""
     logits = np.asarray(embeddings, dtype=np.float64) @ np.asarray(weights, dtype=np.float64)
+    if query_length is not None:
+        logits = logits + length_weight * np.asarray(query_length, dtype=np.float64)
     return 1.0 / (1.0 + np.exp(-(logits + bias)))
 
 
@@ -64,6 +76,8 @@ def make_linear_router(
     input_name: str = INPUT_NAME,
     output_name: str = OUTPUT_NAME,
     metadata: Mapping[str, str | None] | None = None,
+    length_weight: float | None = None,
+    length_input_name: str = LENGTH_INPUT_NAME,
 ) -> Path:
     """Write a linear router to ``path`` and return the path.
 
@@ -74,21 +88,35 @@ def make_linear_router(
     w = np.zeros(dim, dtype=np.float32) if weights is None else np.asarray(weights, np.float32)
     if w.shape != (dim,):
         raise ValueError(f"weights must have shape ({dim},)")
+    nodes = [
+        helper.make_node("MatMul", [input_name, "weights"], ["logit_2d"]),
+        helper.make_node("Squeeze", ["logit_2d", "squeeze_axes"], ["logit"]),
+        helper.make_node("Add", ["logit", "bias"], ["shifted"]),
+    ]
+    inputs = [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, ["batch", dim])]
+    initializers = [
+        helper.make_tensor("weights", TensorProto.FLOAT, [dim, 1], w.tolist()),
+        helper.make_tensor("squeeze_axes", TensorProto.INT64, [1], [1]),
+        helper.make_tensor("bias", TensorProto.FLOAT, [], [float(bias)]),
+    ]
+    if length_weight is not None:
+        nodes += [
+            helper.make_node("Mul", [length_input_name, "length_weight"], ["length_logit"]),
+            helper.make_node("Add", ["shifted", "length_logit"], ["with_length"]),
+        ]
+        inputs.append(
+            helper.make_tensor_value_info(length_input_name, TensorProto.FLOAT, ["batch"])
+        )
+        initializers.append(
+            helper.make_tensor("length_weight", TensorProto.FLOAT, [], [float(length_weight)])
+        )
+    nodes.append(helper.make_node("Sigmoid", [nodes[-1].output[0]], [output_name]))
     graph = helper.make_graph(
-        [
-            helper.make_node("MatMul", [input_name, "weights"], ["logit_2d"]),
-            helper.make_node("Squeeze", ["logit_2d", "squeeze_axes"], ["logit"]),
-            helper.make_node("Add", ["logit", "bias"], ["shifted"]),
-            helper.make_node("Sigmoid", ["shifted"], [output_name]),
-        ],
+        nodes,
         "linear_router",
-        [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, ["batch", dim])],
+        inputs,
         [helper.make_tensor_value_info(output_name, TensorProto.FLOAT, ["batch"])],
-        initializer=[
-            helper.make_tensor("weights", TensorProto.FLOAT, [dim, 1], w.tolist()),
-            helper.make_tensor("squeeze_axes", TensorProto.INT64, [1], [1]),
-            helper.make_tensor("bias", TensorProto.FLOAT, [], [float(bias)]),
-        ],
+        initializer=initializers,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", _OPSET)])
     model.ir_version = _IR_VERSION

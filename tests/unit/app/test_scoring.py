@@ -129,7 +129,11 @@ def test_truncated_onnx_file(router_path: Path) -> None:
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"input_name": "features"}, "exactly one input 'embedding'"),
+        ({"input_name": "features"}, "router inputs must be 'embedding'"),
+        (
+            {"length_weight": 0.01, "length_input_name": "n_tokens"},
+            r"has \['embedding', 'n_tokens'\]",
+        ),
         ({"output_name": "prob"}, "no output 'score'"),
         ({"dim": 8}, "has dimension 8"),
         ({"embedding_model": "intfloat/e5-small"}, "trained on embeddings of 'intfloat/e5-small'"),
@@ -161,6 +165,71 @@ def test_broken_routers_are_refused_with_a_clear_message(
 
     with pytest.raises(RouterLoadError, match=message):
         load(path)
+
+
+LENGTH_WEIGHT = 0.02
+
+
+@pytest.fixture
+def length_router_path(tmp_path: Path) -> Path:
+    return make_linear_router(
+        tmp_path / "length.onnx", weights=WEIGHTS, bias=-3.0, length_weight=LENGTH_WEIGHT
+    )
+
+
+def test_two_input_router_scores_with_the_query_length(length_router_path: Path) -> None:
+    model = load(length_router_path)
+    vectors = random_unit_vectors(5, DIM, seed=4)
+    lengths = np.array([0.0, 10.0, 100.0, 300.0, 4000.0], dtype=np.float32)
+
+    scores = model.score(vectors, lengths)
+
+    assert model.uses_query_length
+    expected = linear_scores(
+        vectors, WEIGHTS, -3.0, query_length=lengths, length_weight=LENGTH_WEIGHT
+    )
+    np.testing.assert_allclose(scores, expected, rtol=1e-5)
+
+
+async def test_long_text_scores_higher_than_short_text(length_router_path: Path) -> None:
+    scorer = Scorer(load(length_router_path), intra_op_threads=1)
+    vector = random_unit_vectors(1, DIM, seed=8)[0]
+    short, long = "What is 2 + 2?", "Solve this word problem step by step. " * 10
+
+    short_score = await scorer.score(vector, query_length=len(short))
+    long_score = await scorer.score(vector, query_length=len(long))
+
+    assert short_score < 0.5 <= long_score
+    assert long_score == pytest.approx(
+        float(
+            linear_scores(
+                vector[None, :],
+                WEIGHTS,
+                -3.0,
+                query_length=np.array([len(long)]),
+                length_weight=LENGTH_WEIGHT,
+            )[0]
+        ),
+        rel=1e-5,
+    )
+
+
+def test_two_input_router_needs_the_length(length_router_path: Path) -> None:
+    model = load(length_router_path)
+    vectors = random_unit_vectors(2, DIM)
+
+    with pytest.raises(ValueError, match="needs 'query_length'"):
+        model.score(vectors)
+    with pytest.raises(ValueError, match="2 query lengths"):
+        model.score(vectors, [1.0, 2.0, 3.0])
+
+
+def test_embedding_only_router_ignores_a_length(router_path: Path) -> None:
+    model = load(router_path)
+    vectors = random_unit_vectors(3, DIM, seed=6)
+
+    assert not model.uses_query_length
+    np.testing.assert_array_equal(model.score(vectors, [1.0, 500.0, 4000.0]), model.score(vectors))
 
 
 def test_optional_metadata_may_be_absent(tmp_path: Path) -> None:

@@ -245,3 +245,26 @@ def test_export_is_sorted_and_reproducible(
     assert first.read_bytes() == second.read_bytes()
     keys = [(r.query_id, r.model, r.variant_id, r.sample_id) for r in read_observations(first)]
     assert keys == sorted(keys)
+
+
+def test_plan_uses_stored_rewrites_and_observed_lengths(
+    fake_llm: FakeLLM, gsm8k_prompts: Path, tmp_path: Path
+) -> None:
+    config = load_config(_config_dict(fake_llm, [str(gsm8k_prompts)], tmp_path / "obs.jsonl"))
+    queries = build_queries(config)
+    first = queries[0].prompt
+    rewrites = [{"dataset": first.dataset, "query_id": first.query_id, "accepted": ["one"]}]
+    done = {
+        "dataset": first.dataset,
+        "query_id": first.query_id,
+        "model": "edge",
+        "variant_id": 0,
+        "sample_id": 0,
+        "meta": {"usage": {"completion_tokens": 10}},
+    }
+    plan = make_plan(config, queries, [done], rewrites)
+    # The first query has 2 known variants (one decode done), the other three assume 1 + K.
+    assert plan.observations_pending == (2 * 2 * N - 1) + 3 * (1 + K) * 2 * N
+    assert plan.rewrite_queries_pending == 3
+    edge = plan.endpoints["edge"]
+    assert edge.completion_tokens_expected == pytest.approx(10.0 * edge.calls)

@@ -35,7 +35,7 @@ from router_models.export_onnx import (
     router_session,
     save_router,
 )
-from router_models.registry import ROUTERS, make_router
+from router_models.registry import ROUTERS, accepts_query_length, make_router
 
 torch.set_num_threads(1)
 
@@ -92,7 +92,9 @@ def test_build_metadata_rejects_bad_values(override: dict[str, Any]) -> None:
 @pytest.mark.parametrize("kind", sorted(ROUTERS))
 def test_saved_router_round_trips(kind: str, training: Any, tmp_path: Path) -> None:
     X, y = training
-    est = make_router(kind, random_state=0).fit(X, y)
+    lengths = np.arange(len(X), dtype=np.float64) * 7.0
+    extra: dict[str, Any] = {"query_length": lengths} if accepts_query_length(ROUTERS[kind]) else {}
+    est = make_router(kind, random_state=0).fit(X, y, **extra)
     meta = _metadata(router=kind)
     path = save_router(est.to_onnx(meta), tmp_path / "routers" / f"{kind}.onnx")
     assert path.is_file()
@@ -100,8 +102,11 @@ def test_saved_router_round_trips(kind: str, training: Any, tmp_path: Path) -> N
     # What the service sees: onnxruntime's metadata map and scores equal to predict.
     assert read_metadata(path) == meta
     assert router_session(path).get_modelmeta().custom_metadata_map[META_ROUTER] == kind
-    for batch in (X[:1], X):
-        np.testing.assert_allclose(load_router_scores(path, batch), est.predict(batch), atol=1e-5)
+    for n in (1, len(X)):
+        batch, length = X[:n], {k: v[:n] for k, v in extra.items()}
+        np.testing.assert_allclose(
+            load_router_scores(path, batch, **length), est.predict(batch, **length), atol=1e-5
+        )
 
 
 def _raw_graph(nodes: list[onnx.NodeProto], output: str = OUTPUT_NAME) -> onnx.ModelProto:

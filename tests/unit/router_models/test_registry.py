@@ -4,16 +4,24 @@ from __future__ import annotations
 
 import pytest
 
-from router_models.estimators import KNNRouter, SWRankingRouter
-from router_models.registry import ROUTERS, make_router, router_kind
+from router_models.estimators import KNNRouter, LengthAwareRouter, SWRankingRouter
+from router_models.registry import ROUTERS, accepts_query_length, make_router, router_kind
 
 
-def test_registry_names_the_four_routers() -> None:
-    assert sorted(ROUTERS) == ["knn", "mf", "mlp", "sw_ranking"]
+def test_registry_names_the_routers() -> None:
+    assert sorted(ROUTERS) == ["knn", "length_aware", "mf", "mlp", "sw_ranking"]
     for kind, cls in ROUTERS.items():
         est = make_router(kind)
         assert type(est) is cls
         assert router_kind(est) == kind
+
+
+def test_only_the_length_aware_router_takes_query_length() -> None:
+    takes = sorted(kind for kind, cls in ROUTERS.items() if accepts_query_length(cls))
+    assert takes == ["length_aware"]
+    assert accepts_query_length(LengthAwareRouter())
+    assert not accepts_query_length(KNNRouter())
+    assert not accepts_query_length(object())
 
 
 def test_make_router_passes_parameters() -> None:
