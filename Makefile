@@ -28,7 +28,7 @@ test-llm: llm-setup
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -m llm
 
 lint: $(STAMP)
-	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy --strict app router_models
 
 bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/overhead.py

