@@ -153,7 +153,10 @@ def main(args: argparse.Namespace) -> int:
             return 0
         print(dry_run(config), file=sys.stderr)
         summary = collect(
-            config, progress=not args.no_progress, parallel_queries=args.parallel_queries
+            config,
+            progress=not args.no_progress,
+            parallel_queries=args.parallel_queries,
+            time_budget_s=None if args.time_budget is None else args.time_budget * 60,
         )
         print(summary.format(), file=sys.stderr)
         if args.export is not None:

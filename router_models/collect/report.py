@@ -172,8 +172,8 @@ def dataset_report(
         )
         + "."
     )
-    parts.append("## Accuracy per model\n")
     parts.append(
+        "## Accuracy per model\n\n"
         "`mean score` is over every observation (variants x decodes); `single shot` uses only "
         "the original wording's first decode.\n\n"
         + _table(
@@ -237,7 +237,7 @@ def dataset_report(
         "original wording have no input-side variance by construction, so the split is also "
         "shown on queries with at least two wordings.\n\n"
         + _table(
-            ["model", "queries", "n", "input var", "output var", "input share"],
+            ["model", "scope", "queries", "input var", "output var", "input share"],
             variance_table(dars, multi),
         )
     )

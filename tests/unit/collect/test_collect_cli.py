@@ -85,3 +85,18 @@ def test_usage_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str])
         load_config({"prompts": ["p"], "models": [{"name": "m", "base_url": "u", "colour": 1}]})
     with pytest.raises(ConfigError, match=r"needs rewrite\.model"):
         load_config({"prompts": ["p"], "models": [{"name": "m", "base_url": "u"}]})
+
+
+def test_time_budget_flag_reaches_the_run(
+    fake_llm: FakeLLM, gsm8k_prompts: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = _parse(
+        [
+            "--prompts", str(gsm8k_prompts), "--model", f"edge={fake_llm.base_url}",
+            "-k", "0", "--out", str(tmp_path / "obs.jsonl"), "--time-budget", "0",
+            "--no-progress",
+        ]
+    )  # fmt: skip
+    assert args.func(args) == 0
+    assert "time budget used up, 4 queries left" in capsys.readouterr().err
+    assert fake_llm.bodies == []
