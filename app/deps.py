@@ -2,7 +2,9 @@
 
 The lifespan puts one ``Services`` on ``app.state.services``; handlers take what they need
 through the ``Annotated`` aliases below, so tests can swap any of them with
-``app.dependency_overrides``.
+``app.dependency_overrides``. Every dependency is ``async def`` although none awaits:
+FastAPI runs plain ``def`` dependencies in its thread pool, a thread hop per dependency per
+request that cost the proxy measurable throughput (bench/overhead.py).
 """
 
 from __future__ import annotations
@@ -53,12 +55,12 @@ class Services:
     upstreams: Upstreams
 
 
-def _settings(request: Request) -> Settings:
+async def _settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
     services: Services | None = getattr(request.app.state, "services", None)
     if services is None:
         raise RouterUnavailable("The service is starting or stopping; try again shortly.")
@@ -69,23 +71,23 @@ SettingsDep = Annotated[Settings, Depends(_settings)]
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-def _metrics(services: ServicesDep) -> Metrics:
+async def _metrics(services: ServicesDep) -> Metrics:
     return services.metrics
 
 
-def _query_embedder(services: ServicesDep) -> QueryEmbedder:
+async def _query_embedder(services: ServicesDep) -> QueryEmbedder:
     return services.query_embedder
 
 
-def _scorer(services: ServicesDep) -> Scorer:
+async def _scorer(services: ServicesDep) -> Scorer:
     return services.scorer
 
 
-def _threshold(services: ServicesDep) -> ThresholdState:
+async def _threshold(services: ServicesDep) -> ThresholdState:
     return services.threshold
 
 
-def _upstreams(services: ServicesDep) -> Upstreams:
+async def _upstreams(services: ServicesDep) -> Upstreams:
     return services.upstreams
 
 
@@ -115,7 +117,7 @@ def matches_any(token: str, secrets: Iterable[str]) -> bool:
     return found
 
 
-def require_client_key(request: Request, settings: SettingsDep) -> None:
+async def require_client_key(request: Request, settings: SettingsDep) -> None:
     """401 unless the request carries one of ``DARS_API_KEYS``; open when none is set."""
     keys = settings.client_api_keys
     if not keys:
@@ -127,7 +129,7 @@ def require_client_key(request: Request, settings: SettingsDep) -> None:
         raise AuthenticationFailed("Incorrect API key provided.")
 
 
-def require_admin(request: Request, settings: SettingsDep) -> None:
+async def require_admin(request: Request, settings: SettingsDep) -> None:
     """403 while ``DARS_ADMIN_TOKEN`` is unset (admin API off); 401 on a missing/wrong token."""
     if settings.admin_token is None or not settings.admin_token.get_secret_value():
         raise PermissionDenied("The admin API is disabled: set DARS_ADMIN_TOKEN to enable it.")

@@ -277,3 +277,15 @@ def running_router(settings: Settings, encoder: SentenceTransformer) -> Iterator
         yield server
     finally:
         server.stop()
+
+
+def serve_standalone(port: int) -> None:
+    """Serve one healthy fake upstream on ``port`` until killed (benchmarks run it this way)."""
+    FakeUpstream("edge", _port=port).start()
+    threading.Event().wait()
+
+
+if __name__ == "__main__":
+    import sys
+
+    serve_standalone(int(sys.argv[1]))
