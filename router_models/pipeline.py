@@ -14,7 +14,7 @@ import pickle
 import random
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -114,7 +114,9 @@ def build_labels(
     """Labels for one pair (given, or chosen by mean quality) or several stacked pairs.
 
     ``pairs``: None = (weak, strong); ``by-mean`` = :func:`choose_pair`; ``all`` = every
-    pair ordered by mean quality; a list of [weak, strong] = those pairs.
+    pair ordered by mean quality; a list of [weak, strong] = those pairs. Stacked pairs score
+    (weak, strong) when both models are in them, else the weakest vs the strongest model
+    (``all``) or the first listed pair.
     """
     kwargs = _label_params(scheme, params or {}, seed, embed)
     if pairs is None or pairs == "by-mean":
@@ -122,19 +124,22 @@ def build_labels(
             weak = strong = None
         weak, strong = choose_pair(observations, weak, strong)
         return make_labels(observations, weak, strong, scheme, **kwargs)
-    if pairs == "all":
-        return multi_pair_labels(observations, scheme, None, **kwargs)
-    if isinstance(pairs, str):
+    if isinstance(pairs, str) and pairs != "all":
         raise ConfigError(f"labels.pairs must be null, 'by-mean', 'all' or a list, got {pairs!r}")
-    pair_list = [(str(p[0]), str(p[1])) for p in pairs]
-    return multi_pair_labels(observations, scheme, pair_list, **kwargs)
+    pair_list = None if pairs == "all" else [(str(p[0]), str(p[1])) for p in pairs]
+    labels = multi_pair_labels(observations, scheme, pair_list, **kwargs)
+    if weak is not None and strong is not None and {weak, strong} <= set(labels.models()):
+        labels = replace(labels, score_pair=(weak, strong))
+    return labels
 
 
 @dataclass
 class TrainedRouter:
     """A fitted estimator and what the export needs to describe it (pickled by ``train``).
 
-    Pickle runs code when loaded: load only router files you made yourself.
+    (``weak_model``, ``strong_model``) is the pair the router scores; ``models`` are the
+    models of the training pairs, in the index order of a pair-native estimator (MF,
+    SW-ranking). Pickle runs code when loaded: load only router files you made yourself.
     """
 
     kind: str
@@ -147,6 +152,7 @@ class TrainedRouter:
     embedding_dim: int
     seed: int
     n_train: int
+    models: tuple[str, ...] = ()
 
     def save(self, path: PathLike) -> Path:
         out = Path(path)
@@ -186,6 +192,30 @@ def _length_kwargs(estimator: Any, query_length: Any) -> dict[str, Any]:
     return {"query_length": np.asarray(query_length, dtype=np.float64)}
 
 
+_PAIR_PARAMS = ("n_models", "strong_index", "weak_index")
+
+
+def _pair_params(kind: str, labels: LabelSet) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(constructor, fit) keywords that make a pair-native router learn every pair of a
+    stacked label set and score its scored pair; nothing for one pair or another router."""
+    from router_models.registry import ROUTERS
+
+    cls: Any = ROUTERS[kind]
+    native = "pairs" in inspect.signature(cls.fit).parameters and set(_PAIR_PARAMS) <= set(
+        inspect.signature(cls).parameters
+    )
+    if not native or len(labels.distinct_pairs()) < 2:
+        return {}, {}
+    models = labels.models()
+    weak, strong = labels.scored_pair()
+    if weak not in models or strong not in models:
+        raise ConfigError(f"scored pair ({weak}, {strong}) is not among the models {models}")
+    init = dict(
+        zip(_PAIR_PARAMS, (len(models), models.index(strong), models.index(weak)), strict=True)
+    )
+    return init, {"pairs": labels.pair_indices()}
+
+
 def train_router(
     labels: LabelSet,
     embedder: Embedder,
@@ -194,7 +224,12 @@ def train_router(
     params: Mapping[str, Any] | None = None,
     seed: int = 0,
 ) -> TrainedRouter:
-    """Embed the label prompts and fit a registry router on (embedding, target, weight)."""
+    """Embed the label prompts and fit a registry router on (embedding, target, weight).
+
+    With several stacked model pairs, a router whose ``fit`` takes ``pairs`` (MF,
+    SW-ranking) learns each row as its own pair and scores ``labels.scored_pair()``; the
+    others fit every row as strong-vs-weak.
+    """
     from router_models.registry import ROUTERS, make_router
 
     if kind not in ROUTERS:
@@ -202,22 +237,27 @@ def train_router(
     kwargs = dict(params or {})
     if "random_state" in inspect.signature(ROUTERS[kind]).parameters:
         kwargs.setdefault("random_state", seed)
+    pair_init, pair_fit = _pair_params(kind, labels)
+    kwargs.update(pair_init)
     seed_everything(seed)
     X = embedder(list(labels.prompts))
     estimator = make_router(kind, **kwargs)
     extra = _length_kwargs(estimator, query_lengths(labels.prompts))
-    estimator.fit(X, labels.target.astype(np.float64), sample_weight=labels.weight, **extra)
+    target = labels.target.astype(np.float64)
+    estimator.fit(X, target, sample_weight=labels.weight, **extra, **pair_fit)
+    weak, strong = labels.scored_pair()
     return TrainedRouter(
         kind=kind,
         params=kwargs,
         estimator=estimator,
         label_scheme=labels.scheme,
-        weak_model=labels.weak_model,
-        strong_model=labels.strong_model,
+        weak_model=weak,
+        strong_model=strong,
         embedding_model_id=embedder.model_id,
         embedding_dim=int(X.shape[1]),
         seed=seed,
         n_train=len(labels),
+        models=labels.models(),
     )
 
 

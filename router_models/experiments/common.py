@@ -8,10 +8,12 @@ pair, how a router is fitted and scored) live here once:
   whitespace collapsed, lower case) equals a test prompt, on top of the flag filters.
 - **Pairs**: training data rarely has the deployed (edge, cloud) models, so labels come from
   the training source's own models: ``extreme`` = its weakest vs strongest model by mean
-  quality, ``all`` = every pair whose mean quality differs by at least ``min_gap``, stacked.
-  kNN and MLP fit the stacked rows collapsed per query (weighted mean target, summed weight:
-  the same weighted cross-entropy); MF and SW-ranking fit the model pairs natively and score
-  the first source's weakest vs strongest model.
+  quality, ``all`` = every pair whose mean quality differs by at least ``min_gap``, stacked
+  (:func:`router_models.labels.multi_pair_labels`; every row keeps its pair). kNN and MLP
+  fit the stacked rows collapsed per query (weighted mean target, summed weight:
+  the same weighted cross-entropy); MF and SW-ranking fit the model pairs natively
+  (:func:`router_models.pipeline.train_router`) and score the first source's weakest vs
+  strongest model.
 - **Folds**: queries go to folds by a seeded hash of their id, so a query is never split.
 """
 
@@ -35,9 +37,15 @@ import numpy.typing as npt
 
 from router_models.evaluate import RouterReport, Truth
 from router_models.features import Embedder
-from router_models.labels import LabelSet, concat_label_sets, make_labels, model_means
+from router_models.labels import (
+    PAIR_MAPPINGS,
+    LabelSet,
+    concat_label_sets,
+    model_pairs,
+    multi_pair_labels,
+)
 from router_models.observations import Observation, read_observations
-from router_models.pipeline import seed_everything
+from router_models.pipeline import seed_everything, train_router
 from router_models.registry import make_router
 
 __all__ = [
@@ -45,7 +53,6 @@ __all__ = [
     "PAIR_MAPPINGS",
     "ROUTER_KINDS",
     "FloatArray",
-    "PairedLabels",
     "ReportFiles",
     "base_parser",
     "drop_test_prompts",
@@ -71,7 +78,6 @@ FloatArray = npt.NDArray[np.float64]
 ROUTER_KINDS: tuple[str, ...] = ("knn", "mlp", "mf", "sw_ranking")
 # Routers that fit several (model_a, model_b) pairs natively through ``fit(..., pairs=...)``.
 PAIRED_KINDS: tuple[str, ...] = ("mf", "sw_ranking")
-PAIR_MAPPINGS: tuple[str, ...] = ("extreme", "all")
 _PREDICT_CHUNK = 2048
 _QUOTES = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"'})
 
@@ -154,42 +160,6 @@ def sha256_of(path: Path) -> str:
 # --------------------------------------------------------------------------- labels
 
 
-def model_pairs(
-    rows: Sequence[Observation], mapping: str, min_gap: float = 0.05
-) -> list[tuple[str, str]]:
-    """(weak, strong) training pairs of one source under a pair mapping (see module doc)."""
-    means = model_means(rows)
-    ranked = sorted(means, key=lambda m: means[m])
-    if len(ranked) < 2:
-        raise ValueError("a training source needs at least two models")
-    if mapping == "extreme":
-        return [(ranked[0], ranked[-1])]
-    if mapping == "all":
-        pairs = [
-            (a, b)
-            for i, a in enumerate(ranked)
-            for b in ranked[i + 1 :]
-            if means[b] - means[a] >= min_gap
-        ]
-        return pairs or [(ranked[0], ranked[-1])]
-    raise ValueError(f"unknown pair mapping {mapping!r}; choose from {list(PAIR_MAPPINGS)}")
-
-
-@dataclass(frozen=True)
-class PairedLabels:
-    """Stacked labels of several model pairs and, per row, which pair it compares.
-
-    ``pairs[i]`` = (index of the row's strong model, index of its weak model) in ``models``;
-    ``score_pair`` = (strong, weak) indices that MF / SW-ranking score at prediction time.
-    """
-
-    labels: LabelSet
-    pairs: npt.NDArray[np.intp]
-    models: tuple[str, ...]
-    score_pair: tuple[int, int]
-    pair_names: tuple[tuple[str, str], ...] = field(default=())
-
-
 def paired_labels(
     sources: Sequence[Sequence[Observation]],
     scheme: str,
@@ -198,33 +168,21 @@ def paired_labels(
     min_gap: float = 0.05,
     pairs: Sequence[Sequence[tuple[str, str]]] | None = None,
     **params: Any,
-) -> PairedLabels:
-    """Labels of every source's pairs (``pairs`` per source, or ``mapping``), stacked."""
-    sets: list[LabelSet] = []
-    names: list[tuple[str, str]] = []
-    for k, rows in enumerate(sources):
-        chosen = model_pairs(rows, mapping, min_gap) if pairs is None else list(pairs[k])
-        for weak, strong in chosen:
-            sets.append(make_labels(rows, weak, strong, scheme, **params))
-            names.append((weak, strong))
-    models = tuple(dict.fromkeys(m for pair in names for m in pair))
-    index = {m: i for i, m in enumerate(models)}
-    row_pairs = np.concatenate(
-        [
-            np.tile([index[s], index[w]], (len(ls), 1))
-            for ls, (w, s) in zip(sets, names, strict=True)
-        ]
-    ).astype(np.intp)
-    first_weak, first_strong = names[0]
-    if pairs is None:
-        first_weak, first_strong = model_pairs(sources[0], "extreme")[0]
-    return PairedLabels(
-        labels=concat_label_sets(sets) if len(sets) > 1 else sets[0],
-        pairs=row_pairs,
-        models=models,
-        score_pair=(index[first_strong], index[first_weak]),
-        pair_names=tuple(names),
-    )
+) -> LabelSet:
+    """Labels of every source's pairs (``pairs`` per source, or ``mapping``), stacked; they
+    score the first source's weakest vs strongest model (or its first given pair)."""
+    sets = [
+        multi_pair_labels(
+            rows,
+            scheme,
+            None if pairs is None else list(pairs[k]),
+            mapping=mapping,
+            min_gap=min_gap,
+            **params,
+        )
+        for k, rows in enumerate(sources)
+    ]
+    return concat_label_sets(sets) if len(sets) > 1 else sets[0]
 
 
 # --------------------------------------------------------------------------- routers
@@ -258,7 +216,7 @@ def _collapse(
 
 def fit_router(
     kind: str,
-    paired: PairedLabels,
+    labels: LabelSet,
     embed: Embedder,
     *,
     seed: int = 0,
@@ -267,16 +225,9 @@ def fit_router(
     """A registry router fitted on stacked labels (pair-native for MF / SW-ranking)."""
     kwargs = dict(params or {})
     kwargs.setdefault("random_state", seed)
-    seed_everything(seed)
-    labels = paired.labels
     if kind in PAIRED_KINDS:
-        strong, weak = paired.score_pair
-        estimator = make_router(
-            kind, n_models=len(paired.models), strong_index=strong, weak_index=weak, **kwargs
-        )
-        X = embed(list(labels.prompts))
-        estimator.fit(X, labels.target, sample_weight=labels.weight, pairs=paired.pairs)
-        return estimator
+        return train_router(labels, embed, kind=kind, params=kwargs, seed=seed).estimator
+    seed_everything(seed)
     prompts, target, weight = _collapse(labels.prompts, labels.target, labels.weight)
     estimator = make_router(kind, **kwargs)
     keep = weight > 0
@@ -297,7 +248,7 @@ def predict(estimator: Any, X: npt.ArrayLike) -> FloatArray:
 
 def fit_and_score(
     kind: str,
-    paired: PairedLabels,
+    labels: LabelSet,
     embed: Embedder,
     X_test: npt.ArrayLike,
     *,
@@ -305,7 +256,7 @@ def fit_and_score(
     params: Mapping[str, Any] | None = None,
 ) -> FloatArray:
     """Fit on the labels, score the test embeddings."""
-    return predict(fit_router(kind, paired, embed, seed=seed, params=params), X_test)
+    return predict(fit_router(kind, labels, embed, seed=seed, params=params), X_test)
 
 
 # --------------------------------------------------------------------------- numbers

@@ -159,7 +159,7 @@ def run_study(
             paired_labels([fold.train], "single-shot", "extreme", pairs=pair, seed=d)
             for d in range(settings.n_draws)
         ]
-        flips.append(_flip_rate([d.labels for d in draws]))
+        flips.append(_flip_rate(draws))
         for kind in settings.routers:
             for scheme, labels in fixed.items():
                 scores = fit_and_score(kind, labels, embed, X, seed=seed)

@@ -15,7 +15,7 @@ compared on the same queries.
 """
 
 from router_models.labels.base import FloatArray as FloatArray
-from router_models.labels.base import LabelSet, ModelStats, QueryPair, load_labels
+from router_models.labels.base import LabelSet, ModelPair, ModelStats, QueryPair, load_labels
 from router_models.labels.capability import capability_stats, pair_observations
 from router_models.labels.dars import DEFAULT_BETA, DEFAULT_LAMBDA, dars_labels, prob_beta_greater
 from router_models.labels.entropy import (
@@ -28,11 +28,13 @@ from router_models.labels.entropy import (
 )
 from router_models.labels.entropy import EmbedFn as EmbedFn
 from router_models.labels.pairs import (
+    PAIR_MAPPINGS,
     SCHEMES,
     choose_pair,
     concat_label_sets,
     make_labels,
     model_means,
+    model_pairs,
     multi_pair_labels,
 )
 from router_models.labels.single_shot import single_shot_labels
@@ -41,9 +43,11 @@ __all__ = [
     "DEFAULT_BETA",
     "DEFAULT_LAMBDA",
     "DEFAULT_TAU",
+    "PAIR_MAPPINGS",
     "SCHEMES",
     "ClusterMode",
     "LabelSet",
+    "ModelPair",
     "ModelStats",
     "NliEquivalence",
     "QueryPair",
@@ -55,6 +59,7 @@ __all__ = [
     "load_labels",
     "make_labels",
     "model_means",
+    "model_pairs",
     "multi_pair_labels",
     "pair_observations",
     "prob_beta_greater",

@@ -3,26 +3,30 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
-from router_models.labels.base import STAT_FIELDS, LabelSet, ModelStats
+from router_models.labels.base import STAT_FIELDS, LabelSet, ModelPair, ModelStats
 from router_models.labels.dars import dars_labels
 from router_models.labels.entropy import semantic_entropy_labels
 from router_models.labels.single_shot import single_shot_labels
 from router_models.observations import Observation, group_by_query
 
 __all__ = [
+    "PAIR_MAPPINGS",
     "SCHEMES",
     "choose_pair",
     "concat_label_sets",
     "make_labels",
     "model_means",
+    "model_pairs",
     "multi_pair_labels",
 ]
 
 SCHEMES: tuple[str, ...] = ("single-shot", "dars", "semantic-entropy")
+PAIR_MAPPINGS: tuple[str, ...] = ("extreme", "all")
 
 
 def make_labels(
@@ -64,10 +68,37 @@ def choose_pair(
     return weak, strong
 
 
+def model_pairs(
+    observations: Iterable[Observation], mapping: str = "all", min_gap: float = 0.0
+) -> list[ModelPair]:
+    """(weak, strong) training pairs ordered by mean quality.
+
+    ``extreme`` = the weakest vs the strongest model (:func:`choose_pair`); ``all`` = every
+    pair whose strong model's mean quality is higher by at least ``min_gap`` (and strictly
+    higher), or the extreme pair when none is.
+    """
+    means = model_means(observations)
+    ranked = sorted(means, key=lambda m: means[m])
+    if len(ranked) < 2:
+        raise ValueError("the observations need at least two models to form a pair")
+    if mapping == "extreme":
+        return [(ranked[0], ranked[-1])]
+    if mapping == "all":
+        pairs = [
+            (a, b)
+            for i, a in enumerate(ranked)
+            for b in ranked[i + 1 :]
+            if means[b] > means[a] and means[b] - means[a] >= min_gap
+        ]
+        return pairs or [(ranked[0], ranked[-1])]
+    raise ValueError(f"unknown pair mapping {mapping!r}; choose from {list(PAIR_MAPPINGS)}")
+
+
 def concat_label_sets(sets: Sequence[LabelSet]) -> LabelSet:
     """Stack label sets of one scheme (e.g. several model pairs); a query may repeat.
 
-    Model names of the result are the distinct names joined with ``+``.
+    Model names of the result are the distinct names joined with ``+``; every row keeps its
+    pair (``row_pairs``), and the result scores the first set's scored pair.
     """
     if not sets:
         raise ValueError("no label sets to concatenate")
@@ -82,6 +113,8 @@ def concat_label_sets(sets: Sequence[LabelSet]) -> LabelSet:
             *(np.concatenate([getattr(getattr(s, side), n) for s in sets]) for n in STAT_FIELDS)
         )
 
+    row_pairs = tuple(p for s in sets for p in s.pair_of_rows())
+    distinct = dict.fromkeys(p for s in sets for p in s.distinct_pairs())
     return LabelSet(
         scheme=sets[0].scheme,
         weak_model=names("weak_model"),
@@ -93,12 +126,14 @@ def concat_label_sets(sets: Sequence[LabelSet]) -> LabelSet:
         weight=np.concatenate([s.weight for s in sets]),
         weak=stats("weak"),
         strong=stats("strong"),
-        params={"pairs": [[s.weak_model, s.strong_model] for s in sets], **sets[0].params},
+        params={**sets[0].params, "pairs": [list(p) for p in distinct]},
         extra={
             name: np.concatenate([s.extra[name] for s in sets])
             for name in sets[0].extra
             if all(name in s.extra for s in sets)
         },
+        row_pairs=row_pairs,
+        score_pair=sets[0].scored_pair(),
     )
 
 
@@ -106,16 +141,21 @@ def multi_pair_labels(
     observations: Iterable[Observation],
     scheme: str,
     pairs: Sequence[tuple[str, str]] | None = None,
+    *,
+    mapping: str = "all",
+    min_gap: float = 0.0,
     **params: Any,
 ) -> LabelSet:
     """Labels from several (weak, strong) pairs stacked, for training data whose models
-    differ from the deployed pair. ``pairs=None`` takes every pair whose second model has
-    the higher mean quality."""
+    differ from the deployed pair.
+
+    ``pairs=None`` takes :func:`model_pairs` (``mapping``, ``min_gap``) and scores the
+    weakest vs the strongest model; given ``pairs``, the first one is scored.
+    """
     rows = list(observations)
+    score_pair = None
     if pairs is None:
-        means = model_means(rows)
-        ranked = sorted(means, key=lambda m: means[m])
-        pairs = [
-            (a, b) for i, a in enumerate(ranked) for b in ranked[i + 1 :] if means[a] < means[b]
-        ]
-    return concat_label_sets([make_labels(rows, w, s, scheme, **params) for w, s in pairs])
+        pairs = model_pairs(rows, mapping, min_gap)
+        score_pair = model_pairs(rows, "extreme")[0]
+    stacked = concat_label_sets([make_labels(rows, w, s, scheme, **params) for w, s in pairs])
+    return stacked if score_pair is None else replace(stacked, score_pair=score_pair)

@@ -174,3 +174,73 @@ def test_python_dash_m_entry_point() -> None:
     assert result.returncode == 0
     for command in ("labels", "train", "evaluate", "export", "run", "collect"):
         assert command in result.stdout
+
+
+def test_run_with_all_pairs_fits_mf_on_every_pair(tmp_path: Path) -> None:
+    """``labels.pairs: all`` with three models: MF learns all three pairs, scores the deployed
+    one, and the ONNX file names it; the staged CLI without names scores the extreme pair."""
+    import onnxruntime as ort
+
+    mid = "edge-mid"
+    rows = fixture_rows()
+    rows += [
+        Observation.from_dict({**o.to_dict(), "model": mid, "score": float(o.sample_id != 0)})
+        for o in rows
+        if o.model == WEAK
+    ]
+    data = tmp_path / "three.jsonl.gz"
+    write_observations(data, rows)
+    cache = str(tmp_path / "cache")
+    config = {
+        "seed": 0,
+        "output_dir": str(tmp_path / "run"),
+        "models": {"weak": mid, "strong": STRONG},
+        "data": {
+            "train": {"paths": [str(data)], "splits": ["train"]},
+            "test": {"paths": [str(data)], "splits": ["test"]},
+        },
+        "labels": {"scheme": "dars", "pairs": "all"},
+        "router": {"kind": "mf", "params": {"n_factors": 4, "max_iter": 20}},
+        "embedding": {"cache_dir": cache},
+    }
+    config_file = tmp_path / "run.yaml"
+    config_file.write_text(yaml.safe_dump(config))
+    assert main(["run", "--config", str(config_file), "--no-progress"]) == 0
+    run_dir = tmp_path / "run"
+    router = TrainedRouter.load(run_dir / "router.pkl")
+    assert router.estimator.n_models_ == 3 and set(router.models) == {WEAK, mid, STRONG}
+    assert (router.weak_model, router.strong_model) == (mid, STRONG)
+    labels = json.loads((run_dir / "labels.json").read_text())
+    assert labels["score_pair"] == [mid, STRONG]
+    assert {tuple(row["pair"]) for row in labels["rows"]} == {
+        (WEAK, mid),
+        (WEAK, STRONG),
+        (mid, STRONG),
+    }
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(
+        str(run_dir / "router.onnx"), options, providers=["CPUExecutionProvider"]
+    )
+    meta = session.get_modelmeta().custom_metadata_map
+    assert (meta[META_ROUTER], meta[META_LABEL_SCHEME]) == ("mf", "dars")
+    assert json.loads(meta[META_MODELS]) == {"edge": mid, "cloud": STRONG}
+    prompts = sorted({o.prompt for o in rows if o.split == "test"})
+    X = Embedder(cache_dir=cache, model_path="/nonexistent", progress=False)(prompts)
+    (scores,) = session.run(["score"], {"embedding": X})
+    assert scores == pytest.approx(router.predict(X), abs=1e-4)
+
+    # Staged, with no model names: the weakest vs the strongest model is scored and exported.
+    common = ["--cache-dir", cache, "--no-progress"]
+    staged_labels, staged_router = tmp_path / "labels.json", tmp_path / "router.pkl"
+    assert main(["labels", "--data", str(data), "--pairs", "all", "--scheme", "dars",
+                 "--out", str(staged_labels), *common]) == 0  # fmt: skip
+    assert main(["train", "--labels", str(staged_labels), "--router", "mf",
+                 "--param", "max_iter=5", "--out", str(staged_router), *common]) == 0  # fmt: skip
+    onnx_file = tmp_path / "staged.onnx"
+    assert main(["export", "--router", str(staged_router), "--data", str(data),
+                 "--split", "test", "--out", str(onnx_file), *common]) == 0  # fmt: skip
+    staged = ort.InferenceSession(str(onnx_file), options, providers=["CPUExecutionProvider"])
+    staged_meta = staged.get_modelmeta().custom_metadata_map
+    assert json.loads(staged_meta[META_MODELS]) == {"edge": WEAK, "cloud": STRONG}
+    assert TrainedRouter.load(staged_router).estimator.n_models_ == 3

@@ -18,7 +18,6 @@ from router_models.contract import META_DEFAULT_THRESHOLD, META_LABEL_SCHEME, ME
 from router_models.evaluate import truth_from_observations
 from router_models.experiments import dars_vs_single_shot, paper_protocol, pretrain
 from router_models.experiments.common import (
-    PairedLabels,
     drop_test_prompts,
     model_pairs,
     normalize_text,
@@ -216,15 +215,19 @@ def test_paired_labels_index_every_row_and_score_the_extreme_pair() -> None:
         )
     ]
     assert model_pairs(rows, "extreme") == [("a", "c")]
-    stacked: PairedLabels = paired_labels([rows], "dars", "all", min_gap=0.0)
-    assert len(stacked.pair_names) == 3
-    assert stacked.pairs.shape == (len(stacked.labels), 2)
-    strong, weak = stacked.score_pair
-    assert (stacked.models[weak], stacked.models[strong]) == ("a", "c")
-    for (w, s), block in zip(stacked.pair_names, np.split(stacked.pairs, 3), strict=True):
-        assert {tuple(r) for r in block.tolist()} == {
-            (stacked.models.index(s), stacked.models.index(w))
-        }
+    stacked = paired_labels([rows], "dars", "all", min_gap=0.0)
+    assert stacked.distinct_pairs() == (("a", "b"), ("a", "c"), ("b", "c"))
+    assert stacked.models() == ("a", "b", "c")
+    assert stacked.scored_pair() == ("a", "c")
+    pairs = stacked.pair_indices()
+    assert pairs.shape == (len(stacked), 2)
+    for (w, s), block in zip(stacked.distinct_pairs(), np.split(pairs, 3), strict=True):
+        assert {tuple(r) for r in block.tolist()} == {(stacked.models().index(s), "abc".index(w))}
+    # Two sources: the first source's extreme pair is scored.
+    other = [Observation.from_dict({**o.to_dict(), "model": "z" + o.model}) for o in rows]
+    both = paired_labels([rows, other], "dars", "extreme")
+    assert both.distinct_pairs() == (("a", "c"), ("za", "zc"))
+    assert both.scored_pair() == ("a", "c")
 
 
 # --------------------------------------------------------------------------- drivers

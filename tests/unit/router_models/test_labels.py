@@ -14,10 +14,12 @@ from router_models.labels import (
     capability_stats,
     choose_pair,
     cluster_responses,
+    concat_label_sets,
     dars_labels,
     load_labels,
     make_labels,
     model_means,
+    model_pairs,
     multi_pair_labels,
     pair_observations,
     prob_beta_greater,
@@ -355,6 +357,48 @@ def test_choose_pair_and_multi_pair() -> None:
     assert stacked.params["pairs"] == [["low", "mid"], ["low", "high"], ["mid", "high"]]
     assert stacked.weak_model == "low+mid" and stacked.strong_model == "mid+high"
     assert len(stacked.extra["shift"]) == 12
+
+
+def test_multi_pair_labels_keep_each_rows_pair_through_save_and_load(tmp_path: Path) -> None:
+    rows = []
+    for q in range(4):
+        rows += [obs(f"q{q}", "low", 0), obs(f"q{q}", "mid", q % 2), obs(f"q{q}", "high", 1)]
+    stacked = multi_pair_labels(rows, "dars")
+    assert stacked.distinct_pairs() == (("low", "mid"), ("low", "high"), ("mid", "high"))
+    assert stacked.pair_of_rows() == tuple(p for p in stacked.distinct_pairs() for _ in range(4))
+    assert stacked.models() == ("low", "mid", "high")
+    assert stacked.scored_pair() == ("low", "high")  # the extreme pair, not the first one
+    assert stacked.pair_indices()[:5].tolist() == [[1, 0]] * 4 + [[2, 0]]
+    path = tmp_path / "stacked.json"
+    stacked.save(path)
+    back = load_labels(path)
+    assert back.row_pairs == stacked.row_pairs and back.score_pair == ("low", "high")
+    assert back.pair_indices().tolist() == stacked.pair_indices().tolist()
+    subset = back.take([0, 11])
+    assert subset.row_pairs == (("low", "mid"), ("mid", "high"))
+    assert subset.scored_pair() == ("low", "high")
+    # Listed pairs score the first; stacking keeps the first set's scored pair.
+    listed = multi_pair_labels(rows, "dars", [("mid", "high"), ("low", "high")])
+    assert listed.scored_pair() == ("mid", "high")
+    again = concat_label_sets([stacked, listed])
+    assert again.scored_pair() == ("low", "high") and len(again.row_pairs or ()) == 20
+    assert again.params["pairs"] == [["low", "mid"], ["low", "high"], ["mid", "high"]]
+    assert model_pairs(rows, "all", min_gap=0.6) == [("low", "high")]
+    assert model_pairs(rows, "extreme") == [("low", "high")]
+    with pytest.raises(ValueError, match="unknown pair mapping"):
+        model_pairs(rows, "nearest")
+
+
+def test_single_pair_label_files_have_no_pair_record(tmp_path: Path) -> None:
+    labels = dars_labels(noisy_rows(3), "weak", "strong")
+    data = labels.to_dict()
+    assert "score_pair" not in data and "pair" not in data["rows"][0]
+    path = tmp_path / "single.json"
+    labels.save(path)
+    back = load_labels(path)
+    assert back.row_pairs is None and back.score_pair is None
+    assert back.scored_pair() == ("weak", "strong") and back.models() == ("weak", "strong")
+    assert back.pair_indices().tolist() == [[1, 0]] * 3
 
 
 def test_label_file_round_trip(tmp_path: Path) -> None:
