@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from helpers.redis_server import RedisServer
+from integration.upstream_server import FakeUpstream
 
 # Re-exported for type hints in tests; the class lives in helpers.redis_server.
 __all__ = ["RedisServer"]
@@ -44,3 +45,12 @@ def kill_redis(redis_server: RedisServer) -> Iterator[Callable[[], None]]:
     redis_server.resume()
     redis_server.start()
     redis_server.flush()
+
+
+@pytest.fixture(scope="module")
+def upstreams() -> Iterator[tuple[FakeUpstream, FakeUpstream]]:
+    """A fake edge and a fake cloud OpenAI upstream on loopback, one pair per test module."""
+    edge, cloud = FakeUpstream("edge").start(), FakeUpstream("cloud").start()
+    yield edge, cloud
+    edge.stop()
+    cloud.stop()

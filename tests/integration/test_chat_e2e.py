@@ -36,14 +36,6 @@ MESSAGES = [{"role": "user", "content": "What is the capital of France?"}]
 
 
 @pytest.fixture(scope="module")
-def upstreams() -> Iterator[tuple[FakeUpstream, FakeUpstream]]:
-    edge, cloud = FakeUpstream("edge").start(), FakeUpstream("cloud").start()
-    yield edge, cloud
-    edge.stop()
-    cloud.stop()
-
-
-@pytest.fixture(scope="module")
 def service(
     tmp_path_factory: pytest.TempPathFactory,
     encoder: SentenceTransformer,
