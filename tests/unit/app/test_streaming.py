@@ -1,0 +1,70 @@
+"""SSE relay pieces: event grouping and the usage-chunk edit."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+
+from app.errors import UpstreamTimeout
+from app.streaming import _usage_edit, error_event, sse_events
+
+
+async def _lines(*lines: str) -> AsyncIterator[str]:
+    for line in lines:
+        yield line
+
+
+async def test_events_are_grouped_by_blank_lines_and_a_trailing_event_is_kept() -> None:
+    lines = _lines("data: a", "", "", "event: x", "data: b", "", "data: c")
+    events = [event async for event in sse_events(lines)]
+    assert events == [["data: a"], ["event: x", "data: b"], ["data: c"]]
+
+
+def test_a_usage_only_chunk_is_dropped_when_the_client_did_not_ask() -> None:
+    data = json.dumps({"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 5}})
+    usage, replacement, drop = _usage_edit(data, strip=True)
+    assert usage is not None
+    assert (usage.prompt_tokens, usage.completion_tokens) == (3, 5)
+    assert replacement is None
+    assert drop
+
+
+def test_usage_on_a_content_chunk_is_removed_but_the_content_kept() -> None:
+    usage_body = {"prompt_tokens": 1, "completion_tokens": 1}
+    chunk = {"choices": [{"index": 0, "delta": {"content": "hi"}}], "usage": usage_body}
+    usage, replacement, drop = _usage_edit(json.dumps(chunk), strip=True)
+    assert usage is not None and not drop
+    assert replacement is not None
+    relayed = json.loads(replacement.decode().removeprefix("data: "))
+    assert relayed == {"choices": [{"index": 0, "delta": {"content": "hi"}}]}
+
+
+def test_usage_is_counted_and_left_in_place_when_the_client_asked() -> None:
+    data = json.dumps({"choices": [], "usage": {"prompt_tokens": 2, "completion_tokens": 2}})
+    usage, replacement, drop = _usage_edit(data, strip=False)
+    assert usage is not None
+    assert (replacement, drop) == (None, False)
+
+
+def test_chunks_without_usage_and_non_json_payloads_pass_untouched() -> None:
+    assert _usage_edit(json.dumps({"choices": []}), strip=True) == (None, None, False)
+    assert _usage_edit('{"usage": oops', strip=True) == (None, None, False)
+    assert _usage_edit(json.dumps({"usage": None, "choices": []}), strip=True) == (
+        None,
+        None,
+        False,
+    )
+
+
+def test_error_event_is_one_sse_data_event_with_the_openai_error_body() -> None:
+    event = error_event(UpstreamTimeout("The edge upstream timed out."))
+    assert event.startswith(b"data: ") and event.endswith(b"\n\n")
+    body = json.loads(event.decode().removeprefix("data: "))
+    assert body == {
+        "error": {
+            "message": "The edge upstream timed out.",
+            "type": "upstream_error",
+            "param": None,
+            "code": "timeout",
+        }
+    }
