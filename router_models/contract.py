@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -115,6 +116,8 @@ class Calibration:
             raise ValueError("calibration needs two equally long lists 'probs' and 'quantiles'")
         if any(b < a for a, b in itertools.pairwise(probs)):
             raise ValueError("calibration 'probs' must be non-decreasing")
+        if not all(math.isfinite(value) for value in (*probs, *quantiles)):
+            raise ValueError("calibration holds non-finite values")
         return cls(probs=probs, quantiles=quantiles)
 
     def to_json(self) -> str:

@@ -44,6 +44,8 @@ def test_calibration_round_trips_through_json() -> None:
         json.dumps({"probs": [1.0, 0.0], "quantiles": [0.1, 0.2]}),
         json.dumps({"probs": [0.5], "quantiles": [0.1]}),
         json.dumps({"quantiles": [0.1, 0.2]}),
+        '{"probs": [0, 1], "quantiles": [0.1, NaN]}',
+        '{"probs": [0, Infinity], "quantiles": [0.1, 0.2]}',
         "not json",
     ],
 )
