@@ -6,7 +6,7 @@ that every dependency sees the same object; tests build their own ``Settings(...
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Literal
 
@@ -106,9 +106,9 @@ class Settings(BaseSettings):
             raise ValueError("upstream model names must not start with 'router' (reserved)")
         return self
 
-    @property
+    @cached_property
     def client_api_keys(self) -> frozenset[str]:
-        """The accepted client keys; empty means no client authentication."""
+        """The accepted client keys (parsed once, read per request); empty = no client auth."""
         if not self.api_keys:
             return frozenset()
         return frozenset(key.strip() for key in self.api_keys.split(",") if key.strip())
