@@ -29,7 +29,7 @@ from router_models.config import (
 from router_models.evaluate import markdown_table, save_reports, truth_from_observations
 from router_models.features import Embedder
 from router_models.labels import SCHEMES, load_labels
-from router_models.observations import ObservationError
+from router_models.observations import Observation, ObservationError
 from router_models.pipeline import (
     TrainedRouter,
     build_labels,
@@ -41,6 +41,7 @@ from router_models.pipeline import (
     seed_everything,
     train_router,
 )
+from router_models.splits import Holdout, Side
 
 __all__ = [
     "ConfigError",
@@ -101,7 +102,24 @@ def _add_data_args(p: argparse.ArgumentParser, default_split: str | None) -> Non
         metavar="KEY",
         help="drop rows whose meta.KEY is true, e.g. contaminated",
     )
+    _add_holdout_args(p, "all rows' splits are then kept unless --split is given")
     p.set_defaults(default_split=default_split)
+
+
+def _add_holdout_args(p: argparse.ArgumentParser, note: str) -> None:
+    p.add_argument(
+        "--holdout",
+        type=float,
+        metavar="FRACTION",
+        help="held-out split by query: about FRACTION of the query ids (seeded hash) are the "
+        f"test side, the rest the training side; for data whose rows are all one split ({note})",
+    )
+    p.add_argument(
+        "--holdout-seed",
+        type=int,
+        metavar="N",
+        help="seed of the held-out split (default: the run's seed for 'run', else 0)",
+    )
 
 
 def _add_embedding_args(p: argparse.ArgumentParser) -> None:
@@ -113,13 +131,28 @@ def _add_embedding_args(p: argparse.ArgumentParser) -> None:
 
 
 def _data_config(args: argparse.Namespace) -> DataConfig:
-    splits = args.splits or ([args.default_split] if args.default_split else None)
+    default = args.default_split if args.holdout is None else None
+    splits = args.splits or ([default] if default else None)
     return DataConfig(
         paths=list(args.data),
         datasets=args.datasets,
         splits=splits,
         exclude_flags=list(args.exclude_flags),
     )
+
+
+def _holdout(args: argparse.Namespace) -> Holdout | None:
+    if args.holdout is None:
+        return None
+    try:
+        return Holdout(args.holdout, args.holdout_seed)
+    except ValueError as exc:
+        raise ConfigError(f"--holdout: {exc}") from exc
+
+
+def _load(args: argparse.Namespace, side: Side) -> list[Observation]:
+    """The rows of the command's data options, on one side of ``--holdout`` if given."""
+    return load_data(_data_config(args), holdout=_holdout(args), side=side)
 
 
 def _embedder(args: argparse.Namespace) -> Embedder:
@@ -133,7 +166,12 @@ def _embedder(args: argparse.Namespace) -> Embedder:
 
 def _cmd_labels(args: argparse.Namespace) -> int:
     seed_everything(args.seed)
-    rows = load_data(_data_config(args))
+    if args.pairs == "by-mean" and (args.weak or args.strong):
+        raise ConfigError(
+            "--pairs by-mean picks the weakest and strongest model itself; "
+            "drop --weak/--strong, or drop --pairs to label the named pair"
+        )
+    rows = _load(args, "train")
     pairs: Any = args.pairs
     if pairs not in (None, "by-mean", "all"):
         pairs = [p.split(",") for p in pairs.split(";")]
@@ -167,7 +205,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    truth = truth_from_observations(load_data(_data_config(args)), args.weak, args.strong)
+    truth = truth_from_observations(_load(args, "test"), args.weak, args.strong)
     routers = {name: TrainedRouter.load(path) for name, path in _key_values_raw(args.router)}
     onnx_files = dict(_key_values_raw(args.onnx))
     if not routers and not onnx_files and not args.baselines_only:
@@ -190,7 +228,7 @@ def _key_values_raw(items: Sequence[str] | None) -> list[tuple[str, str]]:
 
 def _cmd_export(args: argparse.Namespace) -> int:
     router = TrainedRouter.load(args.router)
-    rows = load_data(_data_config(args))
+    rows = _load(args, "test")
     prompts = list(dict.fromkeys(obs.prompt for obs in rows))
     path = export_router(
         router,
@@ -212,6 +250,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
         config.seed = args.seed
     if args.output_dir:
         config.output_dir = args.output_dir
+    if args.holdout is not None:
+        config.holdout = _holdout(args)
+    elif args.holdout_seed is not None:
+        if config.holdout is None:
+            raise ConfigError("--holdout-seed needs --holdout FRACTION or data.holdout")
+        config.holdout = Holdout(config.holdout.fraction, args.holdout_seed)
     files = run_pipeline(config, progress=not args.no_progress)
     print(files["markdown"].read_text(encoding="utf-8"))
     for name, path in files.items():
@@ -281,6 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True, help="YAML run config")
     p.add_argument("--seed", type=int, help="override the config's seed")
     p.add_argument("--output-dir", help="override the config's output_dir")
+    _add_holdout_args(p, "overrides data.holdout; splits data.train and data.test by query")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_run)
 

@@ -13,6 +13,13 @@ Example (``dars-train run --config run.yaml``)::
     embedding: {cache_dir: null, batch_size: 64}
     export: {cloud_share: 0.5}
 
+A data file whose rows are all one split trains and evaluates on one file with a held-out
+split by query (``data.test`` may then be left out: it defaults to ``data.train``)::
+
+    data:
+      train: {paths: [router_models/data/local-smollm2-qwen05b.jsonl.gz]}
+      holdout: {fraction: 0.25, seed: null}     # seed null = the run's seed
+
 ``router.kind`` is a registry key (:mod:`router_models.registry`). ``length_aware`` stacks an
 embedding router with the query length (the router file then takes ``query_length`` too)::
 
@@ -32,6 +39,7 @@ from router_models.contract import DEFAULT_EMBEDDING_MODEL_ID
 from router_models.features import Embedder
 from router_models.labels import SCHEMES
 from router_models.observations import PathLike
+from router_models.splits import Holdout
 
 __all__ = ["ConfigError", "DataConfig", "EmbeddingConfig", "RunConfig", "load_config"]
 
@@ -89,7 +97,8 @@ class RunConfig:
     ``labels.pairs``: null = train on ``models`` (the deployed pair); ``by-mean`` = the
     training data's weakest and strongest model; ``all`` = every pair ordered by mean
     quality; or a list of ``[weak, strong]``. ``exclude_test_queries`` drops training rows
-    whose query id or prompt also occurs in the test data.
+    whose query id or prompt also occurs in the test data. ``holdout``: a held-out split by
+    query (:class:`router_models.splits.Holdout`); training keeps the other queries.
     """
 
     models: dict[str, str]
@@ -106,6 +115,13 @@ class RunConfig:
     cloud_share: float | None = None
     default_threshold: float | None = None
     exclude_test_queries: bool = True
+    holdout: Holdout | None = None
+
+    def holdout_seed(self) -> int:
+        """The held-out split's seed: its own, else the run's."""
+        if self.holdout is None or self.holdout.seed is None:
+            return self.seed
+        return self.holdout.seed
 
 
 def load_config(source: PathLike | Mapping[str, Any]) -> RunConfig:
@@ -136,9 +152,13 @@ def load_config(source: PathLike | Mapping[str, Any]) -> RunConfig:
     models = data.get("models") or {}
     if not isinstance(models, Mapping) or not models.get("weak") or not models.get("strong"):
         raise ConfigError("models must name 'weak' and 'strong'")
-    sets = data.get("data") or {}
-    if not isinstance(sets, Mapping) or not sets.get("train") or not sets.get("test"):
-        raise ConfigError("data must have 'train' and 'test' sections with 'paths'")
+    sets = _section(data, "data", {"train", "test", "holdout"})
+    holdout = _holdout(sets.get("holdout"))
+    if not sets.get("train") or not (sets.get("test") or holdout):
+        raise ConfigError(
+            "data must have 'train' and 'test' sections with 'paths' "
+            "(or 'train' and 'holdout' to evaluate on held-out queries of the same data)"
+        )
     labels = _section(data, "labels", {"scheme", "params", "pairs"})
     router = _section(data, "router", {"kind", "params"})
     export = _section(data, "export", {"cloud_share", "default_threshold"})
@@ -148,7 +168,7 @@ def load_config(source: PathLike | Mapping[str, Any]) -> RunConfig:
     config = RunConfig(
         models={"weak": str(models["weak"]), "strong": str(models["strong"])},
         train=_from_mapping(DataConfig, sets["train"], "data.train"),
-        test=_from_mapping(DataConfig, sets["test"], "data.test"),
+        test=_from_mapping(DataConfig, sets.get("test") or sets["train"], "data.test"),
         seed=int(data.get("seed", 0)),
         output_dir=str(data.get("output_dir", "runs/dars")),
         label_scheme=scheme,
@@ -160,11 +180,30 @@ def load_config(source: PathLike | Mapping[str, Any]) -> RunConfig:
         cloud_share=export.get("cloud_share"),
         default_threshold=export.get("default_threshold"),
         exclude_test_queries=bool(data.get("exclude_test_queries", True)),
+        holdout=holdout,
     )
     for name in ("train", "test"):
         if not getattr(config, name).paths:
             raise ConfigError(f"data.{name}.paths must list at least one observation file")
     return config
+
+
+def _holdout(section: Any) -> Holdout | None:
+    """``data.holdout``: ``{fraction, seed}`` or a bare fraction; None when absent."""
+    if section is None:
+        return None
+    if isinstance(section, int | float) and not isinstance(section, bool):
+        section = {"fraction": section}
+    if not isinstance(section, Mapping) or "fraction" not in section:
+        raise ConfigError("data.holdout must be {fraction: F, seed: N} with 0 < F < 1")
+    unknown = sorted(set(section) - {"fraction", "seed"})
+    if unknown:
+        raise ConfigError(f"unknown key(s) {unknown} in data.holdout; allowed: fraction, seed")
+    seed = section.get("seed")
+    try:
+        return Holdout(float(section["fraction"]), None if seed is None else int(seed))
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"data.holdout: {exc}") from exc
 
 
 def _section(data: Mapping[str, Any], name: str, keys: set[str]) -> Mapping[str, Any]:

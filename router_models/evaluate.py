@@ -240,7 +240,20 @@ def markdown_table(reports: Sequence[RouterReport], *, title: str | None = None)
         values = report.as_percent()
         cells = ["–" if math.isnan(values[c]) else f"{values[c]:.1f}" for c in columns]
         lines.append(f"| {report.name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    note = _no_gap_note(reports[0].curve)
+    return "\n".join([*lines, *(["", note] if note else [])]) + "\n"
+
+
+def _no_gap_note(curve: Curve) -> str | None:
+    """Why CPT and APGR show "–": they measure a weak->strong gap that these queries lack."""
+    q_weak, q_strong = _endpoints(curve)
+    if q_strong > q_weak:
+        return None
+    return (
+        f"CPT and APGR are undefined (–): on these {len(curve.share) - 1} test queries the "
+        f"strong model's mean quality ({100 * q_strong:.1f}%) is not above the weak model's "
+        f"({100 * q_weak:.1f}%), so there is no gap to recover; compare AUC instead."
+    )
 
 
 def plot_curves(

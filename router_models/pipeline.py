@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from router_models.config import ConfigError, DataConfig, RunConfig
+from router_models.config import ConfigError, RunConfig
 from router_models.contract import Calibration, query_lengths
 from router_models.evaluate import (
     RouterReport,
@@ -30,14 +30,16 @@ from router_models.evaluate import (
     truth_from_observations,
 )
 from router_models.features import Embedder
+from router_models.inputs import check_inputs, load_data
 from router_models.labels import (
     LabelSet,
     NliEquivalence,
     choose_pair,
     make_labels,
+    model_means,
     multi_pair_labels,
 )
-from router_models.observations import Observation, PathLike, read_observations
+from router_models.observations import Observation, PathLike
 
 __all__ = [
     "TrainedRouter",
@@ -61,27 +63,6 @@ def seed_everything(seed: int) -> None:
     except ImportError:  # torch is a dependency; stay usable without it for data-only work
         return
     torch.manual_seed(seed)
-
-
-def load_data(data: DataConfig, *, exclude: Truth | None = None) -> list[Observation]:
-    """Scored observations described by a :class:`DataConfig`.
-
-    With ``exclude`` (a test set), rows whose query id or prompt occurs in it are dropped,
-    so no test query leaks into training.
-    """
-    rows = read_observations(
-        data.paths,
-        datasets=data.datasets,
-        splits=data.splits,
-        exclude_flags=data.exclude_flags,
-        scored_only=True,
-    )
-    if exclude is not None:
-        ids, prompts = set(exclude.query_ids), set(exclude.prompts)
-        rows = [obs for obs in rows if obs.query_id not in ids and obs.prompt not in prompts]
-    if not rows:
-        raise ConfigError(f"no scored observations in {data.paths} after filtering")
-    return rows
 
 
 def _label_params(scheme: str, params: Mapping[str, Any], seed: int, embed: Any) -> dict[str, Any]:
@@ -116,12 +97,13 @@ def build_labels(
     ``pairs``: None = (weak, strong); ``by-mean`` = :func:`choose_pair`; ``all`` = every
     pair ordered by mean quality; a list of [weak, strong] = those pairs. Stacked pairs score
     (weak, strong) when both models are in them, else the weakest vs the strongest model
-    (``all``) or the first listed pair.
+    (``all``) or the first listed pair. ``by-mean`` with a (weak, strong) pair that the data
+    holds but does not pick is refused (:func:`_by_mean_pair`).
     """
     kwargs = _label_params(scheme, params or {}, seed, embed)
+    if pairs == "by-mean":
+        weak, strong = _by_mean_pair(observations, weak, strong)
     if pairs is None or pairs == "by-mean":
-        if pairs == "by-mean":
-            weak = strong = None
         weak, strong = choose_pair(observations, weak, strong)
         return make_labels(observations, weak, strong, scheme, **kwargs)
     if isinstance(pairs, str) and pairs != "all":
@@ -131,6 +113,30 @@ def build_labels(
     if weak is not None and strong is not None and {weak, strong} <= set(labels.models()):
         labels = replace(labels, score_pair=(weak, strong))
     return labels
+
+
+def _by_mean_pair(
+    observations: Sequence[Observation], weak: str | None, strong: str | None
+) -> tuple[str, str]:
+    """The training data's weakest and strongest model, unless that contradicts the names.
+
+    ``by-mean`` exists for training data without the deployed pair (the shipped GSM8K config
+    trains on seven other models); there the names only label the evaluated and exported
+    pair. When the data does hold both named models and by-mean picks another pair, the
+    user's names would be silently overridden: that is an error, not a warning, because the
+    run would otherwise train a router for a pair nobody asked for.
+    """
+    chosen = choose_pair(observations)
+    if weak is None or strong is None or chosen == (weak, strong):
+        return chosen
+    if {weak, strong} <= set(model_means(observations)):
+        raise ConfigError(
+            f"labels.pairs: by-mean would train on {chosen[0]} -> {chosen[1]} (the training "
+            f"data's weakest and strongest model), but models names {weak} -> {strong}, which "
+            "the training data also holds. Drop 'pairs: by-mean' to train on the named pair, "
+            "or name the pair you want under models"
+        )
+    return chosen
 
 
 @dataclass
@@ -324,28 +330,21 @@ def export_router(
 
 
 def run_pipeline(config: RunConfig, *, progress: bool = True) -> dict[str, Path]:
-    """labels -> train -> evaluate -> export for one config; returns the written files."""
-    out = Path(config.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    """labels -> train -> evaluate -> export for one config; returns the written files.
+
+    Everything that can fail on the user's input (missing files, empty filters, the held-out
+    split, the leak guard, labels, the encoder) runs before the output directory is created,
+    so a failed first run leaves nothing behind.
+    """
+    check_inputs(config)
     seed_everything(config.seed)
     embedder = config.embedding.embedder(progress)
+    truth, labels = _prepare(config, embedder)
+    say(f"embedding {len(set(labels.prompts) | set(truth.prompts))} prompts")
+    embedder(list(dict.fromkeys((*labels.prompts, *truth.prompts))))
     weak, strong = config.models["weak"], config.models["strong"]
-    say("reading test observations")
-    test_rows = load_data(config.test)
-    truth = truth_from_observations(test_rows, weak, strong)
-    say("reading training observations")
-    train_rows = load_data(config.train, exclude=truth if config.exclude_test_queries else None)
-    say(f"labels: {config.label_scheme}")
-    labels = build_labels(
-        train_rows,
-        weak=weak,
-        strong=strong,
-        scheme=config.label_scheme,
-        params=config.label_params,
-        pairs=config.label_pairs,
-        seed=config.seed,
-        embed=embedder,
-    )
+    out = Path(config.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
     files = {"labels": out / "labels.json"}
     labels.save(files["labels"])
     say(f"training {config.router_kind} on {len(labels)} queries")
@@ -353,7 +352,7 @@ def run_pipeline(config: RunConfig, *, progress: bool = True) -> dict[str, Path]
         labels, embedder, kind=config.router_kind, params=config.router_params, seed=config.seed
     )
     files["router"] = router.save(out / "router.pkl")
-    say("evaluating")
+    say(f"evaluating on {len(truth.query_ids)} test queries")
     name = f"{config.router_kind}-{config.label_scheme}"
     reports = evaluate_models(truth, embedder, routers={name: router})
     files.update(save_reports(reports, out, title=f"{weak} -> {strong}"))
@@ -371,6 +370,41 @@ def run_pipeline(config: RunConfig, *, progress: bool = True) -> dict[str, Path]
     files["config"] = out / "config.resolved.json"
     files["config"].write_text(json.dumps(asdict(config), indent=2), encoding="utf-8")
     return files
+
+
+def _prepare(config: RunConfig, embedder: Embedder) -> tuple[Truth, LabelSet]:
+    """The test truth and the training labels of a run (reads data, writes nothing)."""
+    weak, strong = config.models["weak"], config.models["strong"]
+    holdout, seed = config.holdout, config.holdout_seed()
+    if holdout is not None:
+        say(f"held-out split by query: fraction {holdout.fraction}, seed {seed}")
+    say("reading test observations")
+    test_rows = load_data(config.test, holdout=holdout, side="test", seed=seed)
+    truth = truth_from_observations(test_rows, weak, strong)
+    say("reading training observations")
+    train_rows = load_data(
+        config.train,
+        exclude=truth if config.exclude_test_queries else None,
+        holdout=holdout,
+        side="train",
+        seed=seed,
+        report=say,
+    )
+    say(f"labels: {config.label_scheme}")
+    labels = build_labels(
+        train_rows,
+        weak=weak,
+        strong=strong,
+        scheme=config.label_scheme,
+        params=config.label_params,
+        pairs=config.label_pairs,
+        seed=config.seed,
+        embed=embedder,
+    )
+    if labels.scored_pair() != (weak, strong):
+        trained = " -> ".join(labels.scored_pair())
+        say(f"trained on {trained}; evaluated and exported as {weak} -> {strong} (models)")
+    return truth, labels
 
 
 def say(message: str) -> None:

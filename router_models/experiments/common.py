@@ -47,6 +47,7 @@ from router_models.labels import (
 from router_models.observations import Observation, read_observations
 from router_models.pipeline import seed_everything, train_router
 from router_models.registry import make_router
+from router_models.splits import query_fold
 
 __all__ = [
     "PAIRED_KINDS",
@@ -127,12 +128,6 @@ def drop_test_prompts(
         else:
             kept.append(obs)
     return kept, len(dropped)
-
-
-def query_fold(query_id: str, n_folds: int, seed: int = 0) -> int:
-    """The fold of a query: a seeded hash, stable under reordering or adding data."""
-    digest = hashlib.blake2b(f"{seed}\0{query_id}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") % n_folds
 
 
 def truth_rows(truth: Truth, keep: npt.NDArray[np.bool_]) -> Truth:

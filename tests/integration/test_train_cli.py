@@ -244,3 +244,55 @@ def test_run_with_all_pairs_fits_mf_on_every_pair(tmp_path: Path) -> None:
     staged_meta = staged.get_modelmeta().custom_metadata_map
     assert json.loads(staged_meta[META_MODELS]) == {"edge": WEAK, "cloud": STRONG}
     assert TrainedRouter.load(staged_router).estimator.n_models_ == 3
+
+
+def test_quickstart_config_runs_end_to_end_on_a_subset(tmp_path: Path) -> None:
+    """The shipped quick-start config, on 40 queries of the bundled dataset: held-out split by
+    query, labels -> train -> evaluate -> export, and an ONNX file the service itself loads."""
+    import torch
+
+    from app.scoring import load_router_model
+    from router_models.contract import DEFAULT_EMBEDDING_MODEL_ID
+    from router_models.observations import read_observations
+    from router_models.splits import Holdout
+
+    torch.set_num_threads(1)
+    root = Path(__file__).resolve().parents[2]
+    config = yaml.safe_load((root / "router_models/configs/quickstart-local.yaml").read_text())
+    (bundled,) = config["data"]["train"]["paths"]
+    rows = read_observations(root / bundled)
+    by_dataset: dict[str, list[str]] = {}
+    for obs in rows:
+        ids = by_dataset.setdefault(obs.dataset, [])
+        if obs.query_id not in ids:
+            ids.append(obs.query_id)
+    keep = set(by_dataset["gsm8k"][:12] + by_dataset["nq-open"][:28])
+    subset = tmp_path / "subset.jsonl.gz"
+    write_observations(subset, [obs for obs in rows if obs.query_id in keep])
+    config["data"]["train"]["paths"] = [str(subset)]
+    config["output_dir"] = str(tmp_path / "runs" / "quickstart")
+    config["embedding"]["cache_dir"] = str(tmp_path / "cache")
+    config_file = tmp_path / "quickstart.yaml"
+    config_file.write_text(yaml.safe_dump(config))
+
+    assert main(["run", "--config", str(config_file), "--no-progress"]) == 0
+    run_dir = tmp_path / "runs" / "quickstart"
+    trained = {row["query_id"] for row in json.loads((run_dir / "labels.json").read_text())["rows"]}
+    holdout = Holdout(config["data"]["holdout"]["fraction"])
+    held = {q for q in keep if holdout.keeps(q, "test", seed=config["seed"])}
+    assert trained == keep - held and held  # disjoint by query, nothing lost
+    reports = json.loads((run_dir / "evaluation.json").read_text())
+    assert [r["name"] for r in reports] == ["random", "prompt-length", "knn-dars", "oracle"]
+    model = load_router_model(
+        run_dir / "router.onnx",
+        expected_embedding_model=DEFAULT_EMBEDDING_MODEL_ID,
+        expected_dim=EMBEDDING_DIM,
+        providers="cpu",
+        intra_op_threads=1,
+    )
+    assert model.models == {"edge": config["models"]["weak"], "cloud": config["models"]["strong"]}
+    assert (model.router_kind, model.label_scheme) == ("knn", "dars")
+    held_prompts = sorted({obs.prompt for obs in rows if obs.query_id in held})
+    X = Embedder(cache_dir=tmp_path / "cache", progress=False)(held_prompts)
+    scores = model.score(X)
+    assert scores.shape == (len(held),) and np.all((scores >= 0) & (scores <= 1))

@@ -12,8 +12,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pytest
 
+from router_models.cli import main
+from router_models.config import ConfigError
 from router_models.features import Embedder
-from router_models.observations import Observation
+from router_models.observations import Observation, write_observations
 from router_models.pipeline import build_labels, train_router
 
 if TYPE_CHECKING:
@@ -97,3 +99,26 @@ def test_saved_stacked_labels_train_the_same_pair(embed: Embedder, tmp_path: Pat
     router = train_router(load_labels(tmp_path / "labels.json"), embed, kind="sw_ranking")
     assert router.estimator.n_models_ == 3
     assert (router.weak_model, router.strong_model) == ("mid", "large")
+
+
+def test_by_mean_refuses_a_named_pair_it_would_override() -> None:
+    """``pairs: by-mean`` used to replace ``models`` silently, even when the data held them."""
+    rows = _rows()
+    with pytest.raises(ConfigError, match=r"by-mean would train on small -> large .* mid -> large"):
+        build_labels(rows, weak="mid", strong="large", scheme="dars", pairs="by-mean")
+    same = build_labels(rows, weak="small", strong="large", scheme="dars", pairs="by-mean")
+    assert same.scored_pair() == ("small", "large")
+    # The deployed pair is not in the training data (the shipped GSM8K config): by-mean picks.
+    other = build_labels(rows, weak="edge-x", strong="cloud-y", scheme="dars", pairs="by-mean")
+    assert other.scored_pair() == ("small", "large")
+
+
+def test_cli_labels_refuses_by_mean_with_named_models(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "rows.jsonl"
+    write_observations(data, _rows())
+    argv = ["labels", "--data", str(data), "--pairs", "by-mean", "--weak", "mid"]
+    assert main([*argv, "--out", str(tmp_path / "l.json"), "--no-progress"]) == 2
+    assert "--pairs by-mean picks the weakest and strongest model itself" in capsys.readouterr().err
+    assert not (tmp_path / "l.json").exists()
