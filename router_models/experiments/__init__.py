@@ -8,7 +8,9 @@ and writes a markdown report, a JSON file of its numbers and PNG plots:
   Table 1;
 - ``dars_vs_single_shot``: the same routers trained with DARS, single-shot (many seeded draws)
   and semantic-entropy labels on data with many observations per query-model pair;
-- ``pretrain``: the default ONNX router shipped in ``router_models/pretrained``.
+- ``pretrain``: the default ONNX router shipped in ``router_models/pretrained``;
+- ``cascade``: the confidence cascade (k edge samples, semantic entropy, escalate) against
+  the routers, prompt length and a hybrid, with the edge samples' cost counted.
 
 ``common`` holds what they share (leakage filters, stacked model pairs, fits, report files).
 """

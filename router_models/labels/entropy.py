@@ -10,7 +10,15 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from router_models.answers import answer_kind, extract_answer
+from router_models.answers import answer_kind
+from router_models.cascade import (
+    answer_labels,
+    embedding_labels,
+    extracted_answers,
+    greedy_clusters,
+    text_labels,
+)
+from router_models.cascade import semantic_entropy as _semantic_entropy
 from router_models.labels.base import LabelSet
 from router_models.labels.capability import label_set_from_pairs, pair_observations, pair_stats
 from router_models.observations import Observation, PathLike
@@ -65,22 +73,6 @@ class NliEquivalence:
         return bool(np.all(logits.argmax(axis=1) == self._entail))
 
 
-def _greedy_clusters(items: Sequence[str], same: Callable[[int, int], bool]) -> list[int]:
-    """The paper's clustering: an item joins the first cluster whose representative (first
-    member) it is equivalent to, else starts a new cluster."""
-    representatives: list[int] = []
-    labels = []
-    for i in range(len(items)):
-        for cluster, rep in enumerate(representatives):
-            if same(i, rep):
-                labels.append(cluster)
-                break
-        else:
-            labels.append(len(representatives))
-            representatives.append(i)
-    return labels
-
-
 def cluster_responses(
     rows: Sequence[Observation],
     *,
@@ -115,27 +107,22 @@ def cluster_responses(
         return labels
     if mode == "answer":
         kind = answer_kind(rows[0].dataset) or "number"
-        for i, text in zip(with_text, texts, strict=True):
-            found = extract_answer(text, kind)
-            labels[i] = f"answer:{found}" if found is not None else f"unparsed:{i}"
-        return labels
-    if mode == "text":
-        groups = [" ".join(t.split()).lower() for t in texts]
+        groups = answer_labels(extracted_answers(texts, kind))
+    elif mode == "text":
+        groups = text_labels(texts)
     elif mode == "embedding":
         if embed is None:
             raise ValueError("cluster mode 'embedding' needs an embed function")
-        vectors = np.asarray(embed(texts), dtype=np.float64)
-        vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-        sims = vectors @ vectors.T
-        groups = [str(c) for c in _greedy_clusters(texts, lambda i, j: sims[i, j] >= similarity)]
+        groups = embedding_labels(embed(texts), similarity)
     elif mode == "nli":
         if nli is None:
             raise ValueError("cluster mode 'nli' needs an NLI equivalence, e.g. NliEquivalence")
-        groups = [str(c) for c in _greedy_clusters(texts, lambda i, j: nli(texts[i], texts[j]))]
+        clusters = greedy_clusters(len(texts), lambda i, j: nli(texts[i], texts[j]))
+        groups = [f"nli:{c}" for c in clusters]
     else:
         raise ValueError(f"unknown cluster mode {mode!r}")
     for i, group in zip(with_text, groups, strict=True):
-        labels[i] = f"{mode}:{group}"
+        labels[i] = group
     return labels
 
 
@@ -144,17 +131,11 @@ def semantic_entropy(
 ) -> float:
     """Semantic entropy of one query-model pair from its meaning-class labels.
 
-    ``paper``: eq. 2 of the Confidence-Driven Router, -(1/|C|) * sum_i log p(C_i);
-    ``discrete``: -sum_i p(C_i) log p(C_i). Cluster probabilities are class frequencies
-    (no token likelihoods are available in observation data).
+    ``paper`` (the default here): eq. 2 of the Confidence-Driven Router; ``discrete``:
+    -sum_i p(C_i) log p(C_i). One implementation, shared with the cascade:
+    :func:`router_models.cascade.semantic_entropy`.
     """
-    _, counts = np.unique(np.asarray(labels), return_counts=True)
-    p = counts / counts.sum()
-    if estimator == "paper":
-        return float(-np.mean(np.log(p)))
-    if estimator == "discrete":
-        return float(-np.sum(p * np.log(p)))
-    raise ValueError(f"unknown estimator {estimator!r}")
+    return _semantic_entropy(labels, estimator)
 
 
 def _se_delta(se_strong: float, se_weak: float) -> float:
