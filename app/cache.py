@@ -192,7 +192,8 @@ class RedisCache:
     """Vectors in Redis as float32 bytes with a TTL, behind a timeout and a circuit breaker.
 
     redis-py's own retries are switched off: the breaker is the retry policy, and a retry
-    would only stretch the time a request waits on a sick Redis.
+    would only stretch the time a request waits on a sick Redis. The URL is not kept on the
+    object (it may carry a password), so no repr or log can show it.
     """
 
     backend = "redis"
@@ -208,7 +209,6 @@ class RedisCache:
         metrics: Metrics | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.url = url
         self.ttl_s = ttl_s
         self.timeout_s = timeout_s
         self._metrics = metrics
@@ -287,9 +287,9 @@ class RedisCache:
 
 def build_cache(settings: Settings, metrics: Metrics) -> EmbeddingCache:
     """Redis when ``DARS_REDIS_URL`` is set (no connection is made here), else the memory LRU."""
-    if settings.redis_url:
+    if settings.redis_url is not None:
         return RedisCache(
-            settings.redis_url,
+            settings.redis_url.get_secret_value(),
             ttl_s=settings.redis_ttl_s,
             timeout_s=settings.redis_timeout_s,
             breaker_failures=settings.redis_breaker_failures,

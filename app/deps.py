@@ -9,9 +9,11 @@ request that cost the proxy measurable throughput (bench/overhead.py).
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -21,7 +23,7 @@ from app.embedding import BatchingEmbedder, QueryEmbedder
 from app.errors import AuthenticationFailed, PermissionDenied, RouterUnavailable
 from app.metrics import Metrics
 from app.policy import ThresholdState
-from app.scoring import Scorer
+from app.scoring import RouterModel, Scorer
 from app.settings import Settings
 from app.upstream import Upstreams
 
@@ -53,6 +55,14 @@ class Services:
     scorer: Scorer
     threshold: ThresholdState
     upstreams: Upstreams
+
+    async def reload_router(self, path: str | Path) -> RouterModel:
+        """Swap in the router at ``path``, then let the threshold follow it (the reload rule is
+        :class:`app.policy.ThresholdState`'s). ``RouterLoadError``: the old router keeps serving.
+        """
+        model = await asyncio.to_thread(self.scorer.reload, path)
+        self.threshold.follow_router(model.default_threshold, model.calibration)
+        return model
 
 
 async def _settings(request: Request) -> Settings:

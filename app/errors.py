@@ -1,17 +1,18 @@
 """The service's one error tree; every error a client sees is one of these, as OpenAI-style JSON.
 
-    DarsError                     base: status 500, type "server_error"
+    DarsError                     base: status 500, type "server_error" / internal_error
     ├── InvalidRequest            400 invalid_request_error: malformed body, bad field values
     │   └── PayloadTooLarge       413 invalid_request_error: body over DARS_MAX_BODY_BYTES
     ├── AuthenticationFailed      401 authentication_error: missing or wrong client/admin key
-    ├── PermissionDenied          403 permission_error: admin API disabled (no token set)
+    ├── PermissionDenied          403 permission_error / admin_disabled: no admin token set
     ├── ModelNotFound             404 invalid_request_error / model_not_found
     ├── RateLimited               429 rate_limit_error: upstream said 429 and retries ran out
     ├── UpstreamError             502 upstream_error: upstream unreachable or failed
     │   └── UpstreamTimeout       504 upstream_error / timeout: upstream too slow
     └── RouterUnavailable         503 service_unavailable: router model or encoder not ready
 
-Foreign errors (httpx, redis, onnxruntime) are mapped to these where they are raised, ``from exc``.
+Every error has a ``code`` (a class default unless the raiser names a more precise one). Foreign
+errors (httpx, redis, onnxruntime) are mapped to these where they are raised, ``from exc``.
 """
 
 from __future__ import annotations
@@ -37,13 +38,13 @@ class DarsError(Exception):
 
     status_code: ClassVar[int] = 500
     error_type: ClassVar[str] = "server_error"
-    default_code: ClassVar[str | None] = None
+    default_code: ClassVar[str] = "internal_error"
 
     def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.param = param
-        self.code = code if code is not None else self.default_code
+        self.code: str = code if code is not None else self.default_code
 
     def to_body(self) -> dict[str, Any]:
         """The OpenAI error body: ``{"error": {message, type, param, code}}``."""
@@ -60,6 +61,7 @@ class DarsError(Exception):
 class InvalidRequest(DarsError):
     status_code = 400
     error_type = "invalid_request_error"
+    default_code = "invalid_request"
 
 
 class PayloadTooLarge(InvalidRequest):
@@ -76,6 +78,7 @@ class AuthenticationFailed(DarsError):
 class PermissionDenied(DarsError):
     status_code = 403
     error_type = "permission_error"
+    default_code = "admin_disabled"
 
 
 class ModelNotFound(DarsError):

@@ -3,7 +3,8 @@ the services (encoder, cache, router model, threshold, upstream clients) and clo
 
 Nothing happens at import. Every error a client can see is an OpenAI error body: the service's
 own errors, request validation (400), malformed JSON (400), oversized bodies (413), unknown
-routes (404) and unexpected failures (500).
+routes (404) and unexpected failures (500); every response carries ``x-request-id``
+(``app.request_context``).
 """
 
 from __future__ import annotations
@@ -16,10 +17,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from starlette.exceptions import HTTPException as StarletteHTTPException
+from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api import api_routers
@@ -27,8 +25,12 @@ from app.cache import build_cache
 from app.deps import Services
 from app.embedding import QueryEmbedder, build_embedder
 from app.errors import DarsError, InvalidRequest, PayloadTooLarge, RouterUnavailable
+from app.handlers import install_handlers
+from app.logs import configure_logging
 from app.metrics import Metrics
+from app.openapi import DarsAPI
 from app.policy import ThresholdState
+from app.request_context import RequestContext, error_response
 from app.scoring import Scorer, load_router_model
 from app.settings import Settings, get_settings
 from app.upstream import Upstreams
@@ -161,11 +163,13 @@ class BodySizeLimit:
             try:
                 length = int(declared)
             except ValueError:
-                error: DarsError = InvalidRequest("Invalid Content-Length header.")
-                await _error_response(error)(scope, receive, send)
+                error: DarsError = InvalidRequest(
+                    "Invalid Content-Length header.", code="invalid_content_length"
+                )
+                await error_response(error)(scope, receive, send)
                 return
             if length > self.max_bytes:
-                await _error_response(self._too_large())(scope, receive, send)
+                await error_response(self._too_large())(scope, receive, send)
                 return
         chunks: list[bytes] = []
         size = 0
@@ -176,7 +180,7 @@ class BodySizeLimit:
             chunk: bytes = message.get("body", b"")
             size += len(chunk)
             if size > self.max_bytes:
-                await _error_response(self._too_large())(scope, receive, send)
+                await error_response(self._too_large())(scope, receive, send)
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):
@@ -200,68 +204,6 @@ def _replay(body: bytes, receive: Receive) -> Receive:
     return replay
 
 
-# --- error rendering
-
-
-def _error_response(error: DarsError, status_code: int | None = None) -> JSONResponse:
-    return JSONResponse(error.to_body(), status_code=status_code or error.status_code)
-
-
-def _validation_message(
-    exc: RequestValidationError, content_type: str
-) -> tuple[str, str | None, str | None]:
-    """(message, param, code) of the first validation error, in OpenAI's terms."""
-    errors = exc.errors()
-    if not errors:
-        return "Invalid request body.", None, None
-    first = errors[0]
-    if first.get("type") == "json_invalid":
-        detail = (first.get("ctx") or {}).get("error", "invalid JSON")
-        return f"Malformed JSON body: {detail}.", None, "invalid_json"
-    if tuple(first.get("loc", ())) == ("body",) and "json" not in content_type:
-        return "The body must be JSON sent as 'Content-Type: application/json'.", None, None
-    loc = [str(part) for part in first.get("loc", ()) if part != "body"]
-    param = ".".join(loc) if loc else None
-    where = f" at '{param}'" if param else ""
-    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-    return f"Invalid request body{where}: {first.get('msg', 'invalid')}{more}.", param, None
-
-
-async def _dars_error(request: Request, exc: Exception) -> JSONResponse:
-    if not isinstance(exc, DarsError):  # pragma: no cover - registered for DarsError only
-        raise exc
-    return _error_response(exc)
-
-
-async def _request_validation_error(request: Request, exc: Exception) -> JSONResponse:
-    if not isinstance(exc, RequestValidationError):  # pragma: no cover
-        raise exc
-    content_type = request.headers.get("content-type", "")
-    message, param, code = _validation_message(exc, content_type)
-    return _error_response(InvalidRequest(message, param=param, code=code))
-
-
-async def _http_error(request: Request, exc: Exception) -> JSONResponse:
-    if not isinstance(exc, StarletteHTTPException):  # pragma: no cover
-        raise exc
-    if exc.status_code == 404:
-        message = f"Unknown URL: {request.method} {request.url.path}"
-        error: DarsError = InvalidRequest(message, code="not_found")
-    elif exc.status_code < 500:
-        error = InvalidRequest(str(exc.detail), code=f"http_{exc.status_code}")
-    else:
-        error = DarsError(str(exc.detail))
-    response = _error_response(error, exc.status_code)
-    if exc.headers:
-        response.headers.update(exc.headers)
-    return response
-
-
-async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
-    logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return _error_response(DarsError("Internal server error."))
-
-
 # --- the app
 
 
@@ -274,7 +216,8 @@ def create_app(
     settings name (tests share one across apps).
     """
     settings = settings if settings is not None else get_settings()
-    app = FastAPI(
+    configure_logging(settings.log_level)
+    app = DarsAPI(
         title="DARS Router",
         summary="OpenAI-compatible router between an edge and a cloud LLM.",
         version="0.1.0",
@@ -285,9 +228,7 @@ def create_app(
     app.state.services = None
     for router in api_routers():
         app.include_router(router)
-    app.add_exception_handler(DarsError, _dars_error)
-    app.add_exception_handler(RequestValidationError, _request_validation_error)
-    app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_exception_handler(Exception, _unexpected_error)
+    install_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestContext)  # outermost: sees every response, 413s included
     return app

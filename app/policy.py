@@ -38,6 +38,7 @@ __all__ = [
     "ModelSelection",
     "Reason",
     "Route",
+    "ThresholdSource",
     "ThresholdState",
     "check_threshold",
     "decide",
@@ -46,6 +47,7 @@ __all__ = [
 
 Route = Literal["edge", "cloud"]
 Reason = Literal["threshold", "forced", "fallback"]
+ThresholdSource = Literal["default", "operator", "calibrated"]
 
 ROUTER_MODEL = "router"
 _THRESHOLD_PREFIX = ROUTER_MODEL + "-"
@@ -114,14 +116,15 @@ def parse_model_field(model: str, *, edge_model: str, cloud_model: str) -> Model
         return ModelSelection(model=model, forced_route="cloud")
     if model.startswith(_THRESHOLD_PREFIX):
         text = model[len(_THRESHOLD_PREFIX) :]
-        if _DECIMAL.fullmatch(text) is None:
+        if _DECIMAL.fullmatch(text) is None or not 0.0 <= float(text) <= 1.0:
+            # One message for every bad form: router-1.5, router--0.1, router-abc.
             raise InvalidRequest(
-                f"invalid threshold in model {model!r}: use router-<t> with t in [0, 1], "
-                "e.g. router-0.35",
+                f"threshold must be a number in [0, 1], got {text!r} in model {model!r}; "
+                "use router-<t>, e.g. router-0.35",
                 param="model",
                 code="invalid_threshold",
             )
-        return ModelSelection(model=model, threshold=check_threshold(float(text), param="model"))
+        return ModelSelection(model=model, threshold=float(text))
     raise ModelNotFound(
         f"model {model!r} does not exist; use {ROUTER_MODEL!r}, 'router-<threshold>', "
         f"{edge_model!r} or {cloud_model!r}",
@@ -160,9 +163,23 @@ class ThresholdState:
 
     Call :meth:`record` for every scored request (not for forced ones); the window feeds
     ``dars_cloud_share`` and :meth:`calibrate`.
+
+    The threshold remembers where it came from (``source``), which decides what a router
+    reload does to it (:meth:`follow_router`): a ``default`` one follows the new file's
+    ``dars.default_threshold``; an ``operator`` one (``PUT``, ``DARS_THRESHOLD``) is kept, since
+    the operator chose that number; a ``calibrated`` one is recalibrated to the same cloud share
+    with the new file's calibration, since the old router's scores say nothing about the new
+    one's. The window always restarts on reload, for the same reason.
     """
 
-    def __init__(self, threshold: float, *, window: int = 1000, metrics: Metrics | None = None):
+    def __init__(
+        self,
+        threshold: float,
+        *,
+        window: int = 1000,
+        metrics: Metrics | None = None,
+        source: ThresholdSource = "operator",
+    ):
         if window < 1:
             raise ValueError("window must be >= 1")
         self._lock = threading.Lock()
@@ -171,15 +188,25 @@ class ThresholdState:
         self._routes: deque[bool] = deque(maxlen=window)  # True = cloud
         self._cloud = 0
         self._threshold = 0.0
-        self.set(threshold)
+        self._source: ThresholdSource = source
+        self._calibrated_share: float | None = None
+        self._set(threshold, source)
 
     @classmethod
     def from_settings(
         cls, settings: Settings, *, default_threshold: float, metrics: Metrics | None = None
     ) -> ThresholdState:
-        """``DARS_THRESHOLD`` when set, else the router file's ``default_threshold``."""
-        threshold = settings.threshold if settings.threshold is not None else default_threshold
-        return cls(threshold, window=settings.calibration_window, metrics=metrics)
+        """``DARS_THRESHOLD`` when set (an operator's), else the router file's default."""
+        window = settings.calibration_window
+        if settings.threshold is not None:
+            return cls(settings.threshold, window=window, metrics=metrics, source="operator")
+        return cls(default_threshold, window=window, metrics=metrics, source="default")
+
+    @property
+    def source(self) -> ThresholdSource:
+        """Where the threshold came from: ``default``, ``operator`` or ``calibrated``."""
+        with self._lock:
+            return self._source
 
     @property
     def window(self) -> int:
@@ -190,13 +217,38 @@ class ThresholdState:
             return self._threshold
 
     def set(self, threshold: float) -> float:
-        """Set the server threshold; ``InvalidRequest`` unless it is a number in [0, 1]."""
+        """Set an operator's threshold; ``InvalidRequest`` unless it is a number in [0, 1]."""
+        return self._set(threshold, "operator")
+
+    def _set(
+        self, threshold: float, source: ThresholdSource, calibrated_share: float | None = None
+    ) -> float:
         value = check_threshold(threshold)
         with self._lock:
             self._threshold = value
+            self._source = source
+            self._calibrated_share = calibrated_share
         if self._metrics is not None:
             self._metrics.threshold.set(value)
         return value
+
+    def follow_router(self, default_threshold: float, calibration: Calibration | None) -> float:
+        """Apply the reload rule (see the class docstring) for a newly loaded router file.
+
+        A calibrated threshold whose new file has no calibration falls back to the new default.
+        """
+        with self._lock:
+            source, share = self._source, self._calibrated_share
+            self._scores.clear()
+            self._routes.clear()
+            self._cloud = 0
+        if self._metrics is not None:
+            self._metrics.cloud_share.set(0.0)
+        if source == "operator":
+            return self.get()
+        if source == "calibrated" and share is not None and calibration is not None:
+            return self.calibrate(share, calibration)
+        return self._set(default_threshold, "default")
 
     def record(self, score: float, route: Route) -> None:
         """Add one scored request to the rolling window."""
@@ -237,7 +289,7 @@ class ThresholdState:
             cloud_share, name="cloud_share", param="cloud_share", code="invalid_cloud_share"
         )
         if share in (0.0, 1.0):  # no data needed: all edge or all cloud
-            return self.set(1.0 - share)
+            return self._set(1.0 - share, "calibrated", share)
         scores = self.live_scores()
         if scores.size >= MIN_LIVE_SCORES:
             calibration = Calibration.from_scores(scores)
@@ -249,4 +301,4 @@ class ThresholdState:
                 code="calibration_unavailable",
             )
         threshold = calibration.threshold_for_cloud_share(share)
-        return self.set(min(1.0, max(0.0, threshold)))
+        return self._set(min(1.0, max(0.0, threshold)), "calibrated", share)

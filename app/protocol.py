@@ -8,15 +8,21 @@ service owns, refuse unknown fields instead.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import math
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic.config import JsonDict
+from pydantic_core import PydanticCustomError
 
 __all__ = [
+    "CHAT_EXAMPLES",
     "CalibrateRequest",
     "ChatCompletionRequest",
     "ChatMessage",
     "ContentPart",
+    "ErrorBody",
+    "ErrorResponse",
     "ModelCard",
     "ModelList",
     "OpenAIBaseModel",
@@ -24,6 +30,7 @@ __all__ = [
     "ReloadRequest",
     "ReloadResponse",
     "RouteResponse",
+    "RouterStatus",
     "StreamOptions",
     "ThresholdResponse",
     "ThresholdUpdate",
@@ -65,7 +72,12 @@ class StreamOptions(OpenAIBaseModel):
 class ChatCompletionRequest(OpenAIBaseModel):
     """``POST /v1/chat/completions``; ``model``: ``router``, ``router-<t>`` or an upstream's."""
 
-    model: str = Field(min_length=1)
+    model: str = Field(
+        min_length=1,
+        description="'router', 'router-<threshold>' (e.g. router-0.35) or an upstream's model "
+        "(forced to that upstream).",
+        examples=["router"],
+    )
     messages: list[ChatMessage] = Field(min_length=1)
     stream: bool | None = False
     stream_options: StreamOptions | None = None
@@ -85,6 +97,41 @@ class ChatCompletionRequest(OpenAIBaseModel):
         if self.stream and include_usage:
             body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
         return body
+
+
+CHAT_EXAMPLES: dict[str, dict[str, Any]] = {
+    "router": {
+        "summary": "The router decides, with the server's threshold",
+        "value": {"model": "router", "messages": [{"role": "user", "content": "What is 2+2?"}]},
+    },
+    "per-request-threshold": {
+        "summary": "A per-request threshold, streamed",
+        "value": {
+            "model": "router-0.35",
+            "messages": [
+                {"role": "system", "content": "Answer briefly."},
+                {"role": "user", "content": "Prove that sqrt(2) is irrational."},
+            ],
+            "stream": True,
+        },
+    },
+}
+
+
+# --- errors
+
+
+class ErrorBody(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str = Field(description="Machine-readable cause, e.g. invalid_json, model_not_found.")
+
+
+class ErrorResponse(BaseModel):
+    """Every error the service answers, OpenAI-shaped."""
+
+    error: ErrorBody
 
 
 # --- GET /v1/models
@@ -119,9 +166,22 @@ class RouteResponse(BaseModel):
 # --- health
 
 
+class RouterStatus(BaseModel):
+    """The loaded router and the threshold it serves with."""
+
+    path: str
+    provider: str
+    embedding_model: str
+    label_scheme: str
+    router: str = Field(description="Estimator kind (dars.router).")
+    default_threshold: float = Field(description="The router file's dars.default_threshold.")
+    threshold: float = Field(description="The threshold in use.")
+    threshold_source: Literal["default", "operator", "calibrated"]
+
+
 class ReadyResponse(BaseModel):
     status: Literal["ready"] = "ready"
-    router: dict[str, Any]
+    router: RouterStatus
     encoder: dict[str, Any]
     cache_backend: str
 
@@ -133,12 +193,34 @@ class _AdminModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def _in_unit_interval(code: str, name: str) -> AfterValidator:
+    """A check with the same wording as ``router-<t>`` and ``DARS_THRESHOLD`` (NaN included)."""
+
+    def check(value: float) -> float:
+        if not (math.isfinite(value) and 0.0 <= value <= 1.0):
+            raise PydanticCustomError(
+                code,
+                "{name} must be a number in [0, 1], got {value}",
+                {"name": name, "value": value},
+            )
+        return value
+
+    return AfterValidator(check)
+
+
+_UNIT: JsonDict = {"minimum": 0.0, "maximum": 1.0}  # documented; checked above
+
+
 class ThresholdUpdate(_AdminModel):
-    value: float = Field(ge=0.0, le=1.0)
+    value: Annotated[float, _in_unit_interval("invalid_threshold", "threshold")] = Field(
+        json_schema_extra=_UNIT, examples=[0.4]
+    )
 
 
 class CalibrateRequest(_AdminModel):
-    cloud_share: float = Field(ge=0.0, le=1.0)
+    cloud_share: Annotated[float, _in_unit_interval("invalid_cloud_share", "cloud_share")] = Field(
+        json_schema_extra=_UNIT, examples=[0.3]
+    )
 
 
 class ReloadRequest(_AdminModel):
@@ -148,6 +230,11 @@ class ReloadRequest(_AdminModel):
 class ThresholdResponse(BaseModel):
     value: float
     default: float | None = Field(description="The loaded router's recommended threshold.")
+    source: Literal["default", "operator", "calibrated"] = Field(
+        description="default: follows the router file (also after a reload); operator: set by "
+        "PUT or DARS_THRESHOLD, kept across reloads; calibrated: recalibrated to the same cloud "
+        "share on reload."
+    )
     cloud_share: float | None = Field(description="Cloud share over the rolling window.")
 
 

@@ -36,6 +36,9 @@ def query_text(request: ChatCompletionRequest, *, max_chars: int) -> str:
             raise InvalidRequest(
                 "The last user message has no text content to route on.",
                 param=f"messages[{index}].content",
+                code="no_query_text",
             )
         return text[:max_chars]
-    raise InvalidRequest("The request has no user message to route on.", param="messages")
+    raise InvalidRequest(
+        "The request has no user message to route on.", param="messages", code="no_user_message"
+    )

@@ -111,7 +111,8 @@ async def relay_sse(
                         continue
                 yield _encode(event)
         except httpx.HTTPError as exc:
-            failure = classify_error(stream.upstream, exc)
+            base_url = upstreams[stream.upstream].config.base_url
+            failure = classify_error(stream.upstream, exc, base_url=base_url)
             logger.warning("%s upstream failed mid-stream: %s", stream.upstream, failure.kind)
             if upstreams.metrics is not None:
                 upstreams.metrics.upstream_errors.labels(

@@ -3,9 +3,11 @@
 One ``httpx.AsyncClient`` per upstream keeps connections alive across requests. The client's own
 ``Authorization`` header is never forwarded (each upstream gets its configured key) and the
 upstream's key never reaches a response. Failures are retried with exponential backoff while no
-byte has reached the client (connect errors, 429, 5xx; a read timeout is not retried: it already
-cost the full timeout), then the request may fail over to the other upstream. httpx errors are
-mapped to the service's error tree here, ``from exc``.
+byte has reached the client (429, 5xx; connect errors and timeouts are not: an unreachable
+upstream fails fast), then the request may fail over to the other upstream (not a forced one,
+unless ``DARS_FAILOVER_FORCED``). A client error names every upstream tried, its base URL
+(never a key) and the setting to check. httpx errors are mapped to the service's error tree
+here, ``from exc``.
 """
 
 from __future__ import annotations
@@ -13,10 +15,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
@@ -34,6 +38,7 @@ from app.settings import Settings, UpstreamSettings
 __all__ = [
     "UPSTREAM_NAMES",
     "UpstreamClient",
+    "UpstreamFailed",
     "UpstreamFailure",
     "UpstreamName",
     "UpstreamReply",
@@ -41,6 +46,7 @@ __all__ = [
     "Upstreams",
     "Usage",
     "classify_error",
+    "public_url",
 ]
 
 logger = logging.getLogger(__name__)
@@ -73,16 +79,38 @@ class Usage:
 
 @dataclass(frozen=True)
 class UpstreamFailure:
-    """A classified upstream failure: the error for the client, a metric label, what to do."""
+    """A classified upstream failure: the error for the client, a metric label, what to do.
+
+    ``summary`` names the upstream, its base URL (credentials stripped), what went wrong and the
+    setting to change, so that an operator can fix it from the client's error alone.
+    """
 
     error: DarsError
     kind: str
     retryable: bool
+    summary: str
 
     @property
     def failover(self) -> bool:
         """Unreachable, slow, overloaded or broken upstreams fail over; a rejected body does not."""
         return isinstance(self.error, UpstreamError | RateLimited)
+
+
+class UpstreamFailed(Exception):
+    """Every upstream tried failed (internal); ``error`` names each of them and why."""
+
+    def __init__(self, failures: list[UpstreamFailure]) -> None:
+        super().__init__("; ".join(failure.summary for failure in failures))
+        self.failures = failures
+
+    @property
+    def error(self) -> DarsError:
+        """The last failure's error class and code, with a message naming every attempt."""
+        last = self.failures[-1].error
+        if len(self.failures) == 1:
+            return last
+        message = _sentence(f"Upstreams failed: {'; '.join(f.summary for f in self.failures)}")
+        return type(last)(message, param=last.param, code=last.code)
 
 
 class _StatusError(Exception):
@@ -92,6 +120,20 @@ class _StatusError(Exception):
         super().__init__(f"upstream status {status_code}")
         self.status_code = status_code
         self.body = body
+
+
+def _sentence(text: str) -> str:
+    return text if text.endswith(".") else text + "."
+
+
+def public_url(url: str) -> str:
+    """``url`` without user info, query or fragment: safe to show, whatever the operator put in."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:  # IPv6 literal
+        host = f"[{host}]"
+    netloc = f"{host}:{parts.port}" if parts.port is not None else host
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 def _upstream_message(body: bytes) -> str | None:
@@ -105,46 +147,93 @@ def _upstream_message(body: bytes) -> str | None:
     return message[:_MAX_UPSTREAM_MESSAGE] if isinstance(message, str) else None
 
 
-def _classify_status(name: str, exc: _StatusError) -> UpstreamFailure:
+def _connect_reason(exc: httpx.ConnectError) -> str:
+    """Why a connection failed, from the OS error at the bottom of httpx's exception chain."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(cause, socket.gaierror):
+            return "host name not found"
+        cause = cause.__cause__ or cause.__context__
+    return "cannot connect"
+
+
+@dataclass(frozen=True)
+class _Where:
+    """The upstream a failure belongs to: its name, public base URL and setting prefix."""
+
+    name: str
+    url: str
+
+    @property
+    def setting(self) -> str:
+        return f"DARS_{self.name.upper()}_"
+
+    def failure(
+        self,
+        error_cls: type[DarsError],
+        kind: str,
+        reason: str,
+        *,
+        retryable: bool = False,
+        check: str | None = None,
+    ) -> UpstreamFailure:
+        summary = f"{self.name} ({self.url}): {reason}" + (f" (check {check})" if check else "")
+        error = error_cls(_sentence(f"Upstream failed: {summary}"))
+        return UpstreamFailure(error, kind, retryable, summary)
+
+
+def _classify_status(where: _Where, exc: _StatusError) -> UpstreamFailure:
     status = exc.status_code
     if status == 429:
-        error: DarsError = RateLimited(f"The {name} upstream is rate limiting requests.")
-        return UpstreamFailure(error, "status_429", retryable=True)
+        return where.failure(RateLimited, "status_429", "rate limited (status 429)", retryable=True)
     if status >= 500:
-        error = UpstreamError(f"The {name} upstream failed with status {status}.")
-        return UpstreamFailure(error, "status_5xx", retryable=True)
-    if status in (401, 403, 404):
-        # The service's key or model name is wrong: a configuration error, not the client's.
-        # The upstream's message is not relayed: it may quote the (partial) key.
-        error = UpstreamError(f"The {name} upstream rejected the service (status {status}).")
-        return UpstreamFailure(error, "status_4xx", retryable=False)
+        return where.failure(UpstreamError, "status_5xx", f"status {status}", retryable=True)
+    if status in (401, 403):
+        # The service's key is wrong: a configuration error, not the client's. The upstream's
+        # message is not relayed: it may quote the (partial) key.
+        reason = f"rejected the service's key (status {status})"
+        return where.failure(UpstreamError, "status_4xx", reason, check=where.setting + "API_KEY")
+    if status == 404:
+        check = f"{where.setting}MODEL and {where.setting}BASE_URL"
+        return where.failure(UpstreamError, "status_4xx", "not found (status 404)", check=check)
     if status == 413:
-        error = PayloadTooLarge(f"The {name} upstream refused the request as too large.")
-        return UpstreamFailure(error, "status_4xx", retryable=False)
+        reason = "refused the request as too large (status 413)"
+        return where.failure(PayloadTooLarge, "status_4xx", reason)
     detail = _upstream_message(exc.body) or f"status {status}"
-    error = InvalidRequest(f"The {name} upstream rejected the request: {detail}")
-    return UpstreamFailure(error, "status_4xx", retryable=False)
+    return where.failure(InvalidRequest, "status_4xx", f"rejected the request: {detail}")
 
 
-def classify_error(name: str, exc: Exception) -> UpstreamFailure:
-    """Map an httpx or status error of upstream ``name`` to the error tree, most specific first."""
+def classify_error(name: str, exc: Exception, *, base_url: str) -> UpstreamFailure:
+    """Map an httpx or status error of upstream ``name`` to the error tree, most specific first.
+
+    Connect errors are not retried: an upstream that refuses connections, cannot be resolved or
+    does not accept one within the connect timeout will not within a backoff either, and retries
+    stacked with failover only delay the answer (fail fast, then fail over).
+    """
+    where = _Where(name, public_url(base_url))
     if isinstance(exc, _StatusError):
-        return _classify_status(name, exc)
-    if isinstance(exc, httpx.ConnectTimeout | httpx.ConnectError):
-        error: DarsError = UpstreamError(f"The {name} upstream is unreachable.")
-        return UpstreamFailure(error, "connect", retryable=True)
+        return _classify_status(where, exc)
+    if isinstance(exc, httpx.ConnectTimeout):
+        check = f"{where.setting}BASE_URL or DARS_UPSTREAM_CONNECT_TIMEOUT_S"
+        return where.failure(UpstreamError, "connect", "no connection in time", check=check)
+    if isinstance(exc, httpx.ConnectError):
+        reason = _connect_reason(exc)
+        return where.failure(UpstreamError, "connect", reason, check=where.setting + "BASE_URL")
     if isinstance(exc, httpx.PoolTimeout):
-        error = UpstreamTimeout(f"No free connection to the {name} upstream in time.")
-        return UpstreamFailure(error, "pool_timeout", retryable=False)
+        reason = "no free connection in time"
+        check = "DARS_UPSTREAM_MAX_CONNECTIONS"
+        return where.failure(UpstreamTimeout, "pool_timeout", reason, check=check)
     if isinstance(exc, httpx.TimeoutException):
-        error = UpstreamTimeout(f"The {name} upstream timed out.")
-        return UpstreamFailure(error, "timeout", retryable=False)
+        check = "DARS_UPSTREAM_READ_TIMEOUT_S"
+        return where.failure(UpstreamTimeout, "timeout", "timed out", check=check)
     if isinstance(exc, httpx.HTTPError):
-        error = UpstreamError(f"The connection to the {name} upstream failed.")
-        return UpstreamFailure(error, "protocol", retryable=False)
+        return where.failure(UpstreamError, "protocol", "the connection failed")
     if isinstance(exc, ValueError):
-        error = UpstreamError(f"The {name} upstream sent an invalid response.")
-        return UpstreamFailure(error, "invalid_response", retryable=False)
+        return where.failure(UpstreamError, "invalid_response", "sent an invalid response")
     raise TypeError(f"not an upstream error: {exc!r}") from exc
 
 
@@ -252,23 +341,30 @@ class UpstreamClient:
             raise _StatusError(response.status_code, content)
         return response
 
-    async def call(self, attempt: Callable[[], Awaitable[T]]) -> T:
-        """Run ``attempt`` with retries and backoff; raise the mapped error ``from`` the last."""
+    async def attempt(self, attempt: Callable[[], Awaitable[T]]) -> T:
+        """Run ``attempt`` with retries and backoff; ``UpstreamFailed`` ``from`` the last error."""
         retry = 0
         while True:
             try:
                 return await attempt()
             except (httpx.HTTPError, _StatusError, ValueError) as exc:
-                failure = classify_error(self.name, exc)
+                failure = classify_error(self.name, exc, base_url=self.config.base_url)
                 if self.metrics is not None:
                     self.metrics.upstream_errors.labels(upstream=self.name, kind=failure.kind).inc()
                 if not failure.retryable or retry >= self.retries:
-                    raise failure.error from exc
-            logger.warning("%s upstream: %s; retry %d", self.name, failure.kind, retry + 1)
+                    raise UpstreamFailed([failure]) from exc
+            logger.warning("%s; retry %d", failure.summary, retry + 1)
             if self.metrics is not None:
                 self.metrics.retries.labels(upstream=self.name).inc()
             await asyncio.sleep(self.backoff_s * 2**retry)
             retry += 1
+
+    async def call(self, attempt: Callable[[], Awaitable[T]]) -> T:
+        """:meth:`attempt`, raising the client-facing error ``from`` the last upstream error."""
+        try:
+            return await self.attempt(attempt)
+        except UpstreamFailed as failed:
+            raise failed.error from failed.__cause__
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -284,6 +380,7 @@ class Upstreams:
         *,
         failover_edge_to_cloud: bool = True,
         failover_cloud_to_edge: bool = False,
+        failover_forced: bool = False,
         metrics: Metrics | None = None,
     ) -> None:
         self.clients: dict[UpstreamName, UpstreamClient] = {"edge": edge, "cloud": cloud}
@@ -291,6 +388,7 @@ class Upstreams:
             "edge": "cloud" if failover_edge_to_cloud else None,
             "cloud": "edge" if failover_cloud_to_edge else None,
         }
+        self.failover_forced = failover_forced
         self.metrics = metrics
 
     @classmethod
@@ -316,6 +414,7 @@ class Upstreams:
             client("cloud"),
             failover_edge_to_cloud=settings.failover_edge_to_cloud,
             failover_cloud_to_edge=settings.failover_cloud_to_edge,
+            failover_forced=settings.failover_forced,
             metrics=metrics,
         )
 
@@ -323,37 +422,54 @@ class Upstreams:
         return self.clients[name]
 
     async def _with_failover(
-        self, route: UpstreamName, attempt: Callable[[UpstreamClient], Awaitable[T]]
+        self,
+        route: UpstreamName,
+        attempt: Callable[[UpstreamClient], Awaitable[T]],
+        *,
+        forced: bool,
     ) -> tuple[UpstreamName, T]:
+        """``attempt`` on ``route``, then on its failover upstream if the policy allows.
+
+        A forced request (the client named an upstream's model) fails over only with
+        ``DARS_FAILOVER_FORCED``. When every upstream tried failed, the error names each of them.
+        """
         client = self.clients[route]
         try:
-            return route, await client.call(lambda: attempt(client))
-        except (UpstreamError, RateLimited) as exc:
-            other = self.failover_to[route]
-            if other is None:
-                raise
-            logger.warning("%s upstream failed (%s); failing over to %s", route, exc, other)
+            return route, await client.attempt(lambda: attempt(client))
+        except UpstreamFailed as failed:
+            other = self.failover_to[route] if failed.failures[0].failover else None
+            if other is None or (forced and not self.failover_forced):
+                raise failed.error from failed.__cause__
+            logger.warning("%s; failing over to %s", failed, other)
             if self.metrics is not None:
                 self.metrics.fallbacks.labels(from_upstream=route, to_upstream=other).inc()
             fallback = self.clients[other]
-            return other, await fallback.call(lambda: attempt(fallback))
+            try:
+                return other, await fallback.attempt(lambda: attempt(fallback))
+            except UpstreamFailed as second:
+                both = UpstreamFailed([*failed.failures, *second.failures])
+                raise both.error from second.__cause__
 
-    async def create(self, route: UpstreamName, body: Mapping[str, Any]) -> UpstreamReply:
+    async def create(
+        self, route: UpstreamName, body: Mapping[str, Any], *, forced: bool = False
+    ) -> UpstreamReply:
         """A complete answer from ``route`` (or its failover upstream)."""
         started = time.perf_counter()
         served, (content, payload) = await self._with_failover(
-            route, lambda client: client.create_once(body)
+            route, lambda client: client.create_once(body), forced=forced
         )
         self.observe_total(started)
         reply = UpstreamReply(served, content, payload, fell_back=served != route)
         self.record_usage(served, reply.usage)
         return reply
 
-    async def open_stream(self, route: UpstreamName, body: Mapping[str, Any]) -> UpstreamStream:
+    async def open_stream(
+        self, route: UpstreamName, body: Mapping[str, Any], *, forced: bool = False
+    ) -> UpstreamStream:
         """An open SSE stream from ``route`` (or its failover upstream), status already OK."""
         started = time.perf_counter()
         served, response = await self._with_failover(
-            route, lambda client: client.open_stream_once(body)
+            route, lambda client: client.open_stream_once(body), forced=forced
         )
         return UpstreamStream(served, response, fell_back=served != route, opened_at=started)
 

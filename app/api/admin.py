@@ -5,12 +5,11 @@ Without a configured token every admin route answers 403, so the API is off by d
 
 from __future__ import annotations
 
-import asyncio
-
 from fastapi import APIRouter
 
 from app.deps import AdminAuth, ServicesDep
 from app.errors import InvalidRequest
+from app.openapi import error_responses
 from app.protocol import (
     CalibrateRequest,
     ReloadRequest,
@@ -26,14 +25,16 @@ router = APIRouter(
     prefix="/admin",
     dependencies=[AdminAuth],
     tags=["admin"],
-    responses={401: {"description": "Missing or wrong token"}, 403: {"description": "Disabled"}},
+    responses=error_responses(401, 403, 503),
 )
+WITH_BODY = error_responses(400, 413)
 
 
 def _threshold(services: ServicesDep) -> ThresholdResponse:
     return ThresholdResponse(
         value=services.threshold.get(),
         default=services.scorer.model.default_threshold,
+        source=services.threshold.source,
         cloud_share=services.threshold.cloud_share(),
     )
 
@@ -43,26 +44,30 @@ async def get_threshold(services: ServicesDep) -> ThresholdResponse:
     return _threshold(services)
 
 
-@router.put("/threshold")
+@router.put("/threshold", responses=WITH_BODY)
 async def set_threshold(body: ThresholdUpdate, services: ServicesDep) -> ThresholdResponse:
+    """Set the threshold; an operator's threshold is kept across router reloads."""
     services.threshold.set(body.value)
     return _threshold(services)
 
 
-@router.post("/threshold/calibrate")
+@router.post("/threshold/calibrate", responses=WITH_BODY)
 async def calibrate_threshold(body: CalibrateRequest, services: ServicesDep) -> ThresholdResponse:
     """Set the threshold that sends about ``cloud_share`` of the traffic to the cloud."""
     services.threshold.calibrate(body.cloud_share, services.scorer.model.calibration)
     return _threshold(services)
 
 
-@router.post("/router/reload")
+@router.post("/router/reload", responses=WITH_BODY)
 async def reload_router(body: ReloadRequest, services: ServicesDep) -> ReloadResponse:
-    """Load and check a router file, then swap it in; on any problem the old one keeps serving."""
-    scorer = services.scorer
-    path = body.path if body.path is not None else scorer.model.path
+    """Load and check a router file, then swap it in; on any problem the old one keeps serving.
+
+    The threshold follows the reload rule: a default one becomes the new file's default, an
+    operator's is kept, a calibrated one is recalibrated; the rolling score window restarts.
+    """
+    path = body.path if body.path is not None else services.scorer.model.path
     try:
-        model = await asyncio.to_thread(scorer.reload, path)
+        model = await services.reload_router(path)
     except RouterLoadError as exc:
         raise InvalidRequest(
             f"Router model rejected; the previous one keeps serving: {exc}",

@@ -4,36 +4,62 @@ The handler parses, calls the routing service and the upstreams, and renders; th
 itself lives in :mod:`app.policy`. Response headers tell the client what happened:
 ``x-dars-route`` (the upstream that answered), ``x-dars-reason`` (``threshold``, ``forced`` or
 ``fallback`` when the other upstream had to answer), ``x-dars-score``, ``x-dars-threshold``.
+The request's ``RequestRecord`` learns the decision, so error responses carry the route headers
+too and ``dars_requests_total`` is counted once, by the middleware, with the final status.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, replace
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Body, Request, Response
 
 from app.deps import ClientAuth, Services, ServicesDep
-from app.errors import DarsError
+from app.openapi import error_responses
 from app.policy import Decision, decide, parse_model_field
-from app.protocol import ChatCompletionRequest
+from app.protocol import CHAT_EXAMPLES, ChatCompletionRequest
 from app.query import query_text
+from app.request_context import RequestRecord, request_record
 from app.streaming import SSEResponse, relay_sse
 from app.upstream import UpstreamName
 
-__all__ = ["Routed", "route_headers", "route_request", "router"]
+__all__ = ["ROUTE_ERRORS", "ChatBody", "Routed", "route_headers", "route_request", "router"]
 
 router = APIRouter(dependencies=[ClientAuth], tags=["chat"])
 
-ERROR_RESPONSES: dict[int | str, dict[str, str]] = {
-    400: {"description": "Invalid request (OpenAI error body)"},
-    401: {"description": "Missing or wrong API key"},
-    404: {"description": "Unknown model"},
-    413: {"description": "Body too large"},
-    429: {"description": "Upstream rate limit"},
-    502: {"description": "Upstream failed"},
-    503: {"description": "Router not ready"},
-    504: {"description": "Upstream timed out"},
+# The documented examples are real requests: a fuzzer starting from them reaches the chat path.
+ChatBody = Annotated[ChatCompletionRequest, Body(openapi_examples=CHAT_EXAMPLES)]
+ROUTE_ERRORS = error_responses(400, 401, 404, 413, 503)
+_ROUTE_HEADERS: dict[str, Any] = {
+    name: {"description": description, "schema": {"type": "string"}}
+    for name, description in {
+        "x-dars-route": "edge or cloud: the upstream that answered",
+        "x-dars-reason": "threshold, forced, or fallback (the other upstream answered)",
+        "x-dars-score": "router score; absent for forced models",
+        "x-dars-threshold": "threshold used; absent for forced models",
+    }.items()
+}
+_SSE_EVENT: dict[str, Any] = {  # one event of the stream
+    "type": "object",
+    "properties": {
+        "data": {
+            "type": "string",
+            "description": "A chat.completion.chunk as JSON, an OpenAI error body as JSON after "
+            "a mid-stream failure, or [DONE] at the end.",
+        }
+    },
+    "required": ["data"],
+}
+CHAT_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "A chat completion (JSON), or chunks as server-sent events with stream=true",
+        "content": {"text/event-stream": {"schema": _SSE_EVENT}},
+        "headers": _ROUTE_HEADERS,
+    },
+    **ROUTE_ERRORS,
+    **error_responses(429, 502, 504),
 }
 
 
@@ -87,32 +113,36 @@ def _served(decision: Decision, upstream: UpstreamName, fell_back: bool) -> Deci
     return replace(decision, route=upstream, reason="fallback") if fell_back else decision
 
 
-@router.post("/v1/chat/completions", responses=ERROR_RESPONSES)
-async def create_chat_completion(body: ChatCompletionRequest, services: ServicesDep) -> Response:
+def _note(record: RequestRecord, decision: Decision) -> None:
+    """Tell the request's record where the request went (metric labels, error headers)."""
+    record.route, record.reason = decision.route, decision.reason
+    record.headers = route_headers(decision)
+
+
+@router.post("/v1/chat/completions", responses=CHAT_RESPONSES)
+async def create_chat_completion(
+    body: ChatBody, services: ServicesDep, request: Request
+) -> Response:
     """An OpenAI chat completion, answered by the edge or the cloud model."""
-    requests = services.metrics.requests
-    decision: Decision | None = None
-    try:
-        decision = (await route_request(body, services, record=True)).decision
-        upstream_body = body.upstream_body(include_usage=True)
-        if body.stream:
-            stream = await services.upstreams.open_stream(decision.route, upstream_body)
-            served = _served(decision, stream.upstream, stream.fell_back)
+    record = request_record(request)
+    decision = (await route_request(body, services, record=True)).decision
+    _note(record, decision)
+    upstream_body = body.upstream_body(include_usage=True)
+    forced = decision.reason == "forced"
+    if body.stream:
+        stream = await services.upstreams.open_stream(decision.route, upstream_body, forced=forced)
+        served = _served(decision, stream.upstream, stream.fell_back)
+        _note(record, served)
 
-            def finish(status: str) -> None:
-                requests.labels(route=served.route, reason=served.reason, status=status).inc()
+        def finish(status: str) -> None:
+            record.outcome = status
 
-            events = relay_sse(
-                stream, services.upstreams, strip_usage=not body.wants_usage, on_finish=finish
-            )
-            headers = {**route_headers(served), "cache-control": "no-cache"}
-            return SSEResponse(events, headers={**headers, "x-accel-buffering": "no"})
-        reply = await services.upstreams.create(decision.route, upstream_body)
-        served = _served(decision, reply.upstream, reply.fell_back)
-        requests.labels(route=served.route, reason=served.reason, status="200").inc()
-        return Response(reply.content, media_type="application/json", headers=route_headers(served))
-    except DarsError as exc:
-        route = decision.route if decision is not None else "none"
-        reason = decision.reason if decision is not None else "none"
-        requests.labels(route=route, reason=reason, status=str(exc.status_code)).inc()
-        raise
+        events = relay_sse(
+            stream, services.upstreams, strip_usage=not body.wants_usage, on_finish=finish
+        )
+        headers = {**route_headers(served), "cache-control": "no-cache"}
+        return SSEResponse(events, headers={**headers, "x-accel-buffering": "no"})
+    reply = await services.upstreams.create(decision.route, upstream_body, forced=forced)
+    served = _served(decision, reply.upstream, reply.fell_back)
+    _note(record, served)
+    return Response(reply.content, media_type="application/json", headers=route_headers(served))

@@ -7,7 +7,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from app.deps import ServicesDep
 from app.errors import RouterUnavailable
-from app.protocol import ReadyResponse
+from app.openapi import error_responses
+from app.protocol import ReadyResponse, RouterStatus
 
 __all__ = ["router"]
 
@@ -20,7 +21,7 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", responses={503: {"description": "Not ready"}})
+@router.get("/readyz", responses=error_responses(503))
 async def readyz(services: ServicesDep) -> ReadyResponse:
     """Readiness: the encoder runs and a router model is loaded; what runs where."""
     embedder = services.embedder
@@ -28,13 +29,29 @@ async def readyz(services: ServicesDep) -> ReadyResponse:
         raise RouterUnavailable("The embedding model is not running.")
     model = services.scorer.model
     return ReadyResponse(
-        router={**model.info(), "threshold": services.threshold.get()},
+        router=RouterStatus(
+            path=str(model.path),
+            provider=model.provider,
+            embedding_model=model.embedding_model,
+            label_scheme=model.label_scheme,
+            router=model.router_kind,
+            default_threshold=model.default_threshold,
+            threshold=services.threshold.get(),
+            threshold_source=services.threshold.source,
+        ),
         encoder={"model_id": embedder.model_id, "dim": embedder.dim, "device": embedder.device},
         cache_backend=services.cache.backend,
     )
 
 
-@router.get("/metrics", response_class=Response)
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={
+        200: {"content": {"text/plain": {"schema": {"type": "string"}}}},
+        **error_responses(503),
+    },
+)
 async def metrics(services: ServicesDep) -> Response:
     """Prometheus text exposition of this app's registry."""
     return Response(generate_latest(services.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from app.deps import ClientAuth, SettingsDep
+from app.openapi import error_responses
 from app.policy import ROUTER_MODEL
 from app.protocol import ModelCard, ModelList
 
@@ -13,7 +14,7 @@ __all__ = ["router"]
 router = APIRouter(dependencies=[ClientAuth], tags=["models"])
 
 
-@router.get("/v1/models")
+@router.get("/v1/models", responses=error_responses(401))
 async def list_models(settings: SettingsDep) -> ModelList:
     """``router`` (also usable as ``router-<threshold>``), then the edge and cloud models."""
     return ModelList(

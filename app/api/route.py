@@ -4,17 +4,17 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from app.api.chat import ERROR_RESPONSES, route_request
+from app.api.chat import ROUTE_ERRORS, ChatBody, route_request
 from app.deps import ClientAuth, ServicesDep
-from app.protocol import ChatCompletionRequest, RouteResponse
+from app.protocol import RouteResponse
 
 __all__ = ["router"]
 
 router = APIRouter(dependencies=[ClientAuth], tags=["chat"])
 
 
-@router.post("/v1/route", responses=ERROR_RESPONSES)
-async def route_only(body: ChatCompletionRequest, services: ServicesDep) -> RouteResponse:
+@router.post("/v1/route", responses=ROUTE_ERRORS)
+async def route_only(body: ChatBody, services: ServicesDep) -> RouteResponse:
     """Where this chat request would go; dry runs do not enter the live score window."""
     routed = await route_request(body, services, record=False)
     decision = routed.decision

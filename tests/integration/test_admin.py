@@ -27,6 +27,11 @@ def routers(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     weights = 3.0 * random_unit_vectors(1, seed=11)[0]
     return {
         "start": make_linear_router(folder / "start.onnx", weights=weights, default_threshold=0.6),
+        # Issue 7's pair: A and B differ in default threshold and in score distribution.
+        "a": make_linear_router(folder / "a.onnx", weights=weights, default_threshold=0.403),
+        "b": make_linear_router(
+            folder / "b.onnx", weights=-weights, bias=1.0, default_threshold=0.479
+        ),
         "cloudy": make_linear_router(folder / "cloudy.onnx", bias=10.0),
         "foreign": make_linear_router(folder / "foreign.onnx", embedding_model="other/encoder"),
         "wide": make_linear_router(folder / "wide.onnx", dim=768),
@@ -52,8 +57,8 @@ def admin(routers: dict[str, Path], encoder: SentenceTransformer) -> Iterator[ht
 @pytest.fixture(autouse=True)
 def _restore(admin: httpx.Client, routers: dict[str, Path]) -> Iterator[None]:
     yield
-    admin.post("/admin/router/reload", json={"path": str(routers["start"])}).raise_for_status()
     admin.put("/admin/threshold", json={"value": 0.6}).raise_for_status()
+    admin.post("/admin/router/reload", json={"path": str(routers["start"])}).raise_for_status()
 
 
 def route(client: httpx.Client) -> dict[str, Any]:
@@ -66,7 +71,12 @@ def test_threshold_starts_at_the_routers_default(admin: httpx.Client) -> None:
     response = admin.get("/admin/threshold")
 
     assert response.status_code == 200
-    assert response.json() == {"value": 0.6, "default": 0.6, "cloud_share": 0.0}
+    assert response.json() == {
+        "value": 0.6,
+        "default": 0.6,
+        "source": "default",
+        "cloud_share": 0.0,
+    }
 
 
 @pytest.mark.parametrize(("value", "expected_route"), [(0.0, "cloud"), (1.0, "edge")])
@@ -164,3 +174,127 @@ def test_reload_refuses_a_router_for_another_encoder(
     assert response.json()["error"]["code"] == "router_load_failed"
     assert route(admin)["score"] == before["score"]
     assert admin.get("/readyz").json()["router"]["path"] == str(routers["start"])
+
+
+# --- issue 7: the threshold on reload, and admin validation messages
+
+
+def _file_calibration(path: Path) -> Calibration:
+    metadata = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+    return Calibration.from_json(metadata[META_CALIBRATION])
+
+
+def test_reload_makes_a_default_threshold_follow_the_new_file(
+    routers: dict[str, Path], encoder: SentenceTransformer
+) -> None:
+    # Regression (issue 7): after reloading B, GET /admin/threshold still answered A's 0.403.
+    edge, cloud = FakeUpstream("edge").start(), FakeUpstream("cloud").start()
+    settings = router_settings(routers["a"], edge, cloud, admin_token=TOKEN)
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    try:
+        with (
+            running_router(settings, encoder) as server,
+            httpx.Client(base_url=server.url, headers=headers, timeout=30) as client,
+        ):
+            assert client.get("/admin/threshold").json()["value"] == 0.403
+            for _ in range(3):
+                client.post("/v1/chat/completions", json={"model": "router", "messages": MESSAGES})
+            assert client.get("/admin/threshold").json()["cloud_share"] == 1.0
+
+            reloaded = client.post("/admin/router/reload", json={"path": str(routers["b"])})
+            threshold = client.get("/admin/threshold").json()
+            ready = client.get("/readyz").json()["router"]
+            calibrated = client.post("/admin/threshold/calibrate", json={"cloud_share": 0.3})
+    finally:
+        edge.stop()
+        cloud.stop()
+
+    assert reloaded.json()["default_threshold"] == 0.479
+    assert threshold == {"value": 0.479, "default": 0.479, "source": "default", "cloud_share": 0.0}
+    assert (ready["threshold"], ready["default_threshold"]) == (0.479, 0.479)
+    # The window restarted, so calibration uses B's file quantiles, not A's live scores.
+    expected = _file_calibration(routers["b"]).threshold_for_cloud_share(0.3)
+    assert calibrated.json()["value"] == pytest.approx(expected)
+
+
+def test_reload_keeps_an_operators_threshold(admin: httpx.Client, routers: dict[str, Path]) -> None:
+    admin.put("/admin/threshold", json={"value": 0.25}).raise_for_status()
+
+    admin.post("/admin/router/reload", json={"path": str(routers["b"])}).raise_for_status()
+
+    assert admin.get("/admin/threshold").json() == {
+        "value": 0.25,
+        "default": 0.479,
+        "source": "operator",
+        "cloud_share": 0.0,
+    }
+
+
+def test_reload_recalibrates_a_calibrated_threshold_with_the_new_file(
+    admin: httpx.Client, routers: dict[str, Path]
+) -> None:
+    admin.post("/admin/threshold/calibrate", json={"cloud_share": 0.3}).raise_for_status()
+
+    admin.post("/admin/router/reload", json={"path": str(routers["b"])}).raise_for_status()
+
+    threshold = admin.get("/admin/threshold").json()
+    expected = _file_calibration(routers["b"]).threshold_for_cloud_share(0.3)
+    assert threshold["value"] == pytest.approx(expected)
+    assert threshold["source"] == "calibrated"
+
+
+@pytest.mark.parametrize(
+    ("content", "message", "param", "code"),
+    [
+        (
+            b'{"value": NaN}',
+            "Invalid request body at 'value': threshold must be a number in [0, 1], got nan.",
+            "value",
+            "invalid_threshold",
+        ),
+        (
+            b'{"value": Infinity}',
+            "Invalid request body at 'value': threshold must be a number in [0, 1], got inf.",
+            "value",
+            "invalid_threshold",
+        ),
+        (
+            b'{"value": 1.5}',
+            "Invalid request body at 'value': threshold must be a number in [0, 1], got 1.5.",
+            "value",
+            "invalid_threshold",
+        ),
+        (
+            b"",
+            "The request body is missing: send a JSON object with 'value'.",
+            "value",
+            "missing_body",
+        ),
+        (b"{}", "Missing required field 'value'.", "value", "missing_field"),
+        (
+            b'{"value": 0.5, "x": 1}',
+            "Invalid request body at 'x': Extra inputs are not permitted.",
+            "x",
+            "unknown_field",
+        ),
+    ],
+    ids=["nan", "inf", "too-large", "empty-body", "empty-object", "unknown-field"],
+)
+def test_put_threshold_errors_name_the_field_and_carry_a_code(
+    admin: httpx.Client, content: bytes, message: str, param: str, code: str
+) -> None:
+    # Regression (issue 7): NaN said "less than or equal to 1"; an empty body did not name the
+    # field; schema errors had code null.
+    response = admin.put(
+        "/admin/threshold", content=content, headers={"content-type": "application/json"}
+    )
+
+    assert response.status_code == 400
+    assert response.json() == {
+        "error": {
+            "message": message,
+            "type": "invalid_request_error",
+            "param": param,
+            "code": code,
+        }
+    }

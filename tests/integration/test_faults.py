@@ -9,6 +9,8 @@ threshold is 0.7, so ``router`` goes to the edge.
 from __future__ import annotations
 
 import json
+import logging
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -124,12 +126,17 @@ def chat(client: httpx.Client, **overrides: Any) -> httpx.Response:
                 "Invalid request body: Input should be a valid dictionary or object to extract "
                 "fields from.",
                 "invalid_request_error",
+                code="invalid_value",
             ),
         ),
         (
             b"",
             "application/json",
-            error_body("Invalid request body: Field required.", "invalid_request_error"),
+            error_body(
+                "The request body is missing: send a JSON object with 'model', 'messages'.",
+                "invalid_request_error",
+                code="missing_body",
+            ),
         ),
         (
             json.dumps({"model": "router", "messages": MESSAGES}).encode(),
@@ -137,6 +144,7 @@ def chat(client: httpx.Client, **overrides: Any) -> httpx.Response:
             error_body(
                 "The body must be JSON sent as 'Content-Type: application/json'.",
                 "invalid_request_error",
+                code="invalid_content_type",
             ),
         ),
     ],
@@ -157,9 +165,10 @@ def test_unparseable_bodies_are_400(
         (
             {"model": "router"},
             error_body(
-                "Invalid request body at 'messages': Field required.",
+                "Missing required field 'messages'.",
                 "invalid_request_error",
                 param="messages",
+                code="missing_field",
             ),
         ),
         (
@@ -169,6 +178,7 @@ def test_unparseable_bodies_are_400(
                 "validation, not 0.",
                 "invalid_request_error",
                 param="messages",
+                code="invalid_value",
             ),
         ),
         (
@@ -178,6 +188,7 @@ def test_unparseable_bodies_are_400(
                 "string, a list of content parts, or null.",
                 "invalid_request_error",
                 param="messages.0.content",
+                code="invalid_value",
             ),
         ),
         (
@@ -186,6 +197,7 @@ def test_unparseable_bodies_are_400(
                 "The last user message has no text content to route on.",
                 "invalid_request_error",
                 param="messages[0].content",
+                code="no_query_text",
             ),
         ),
         (
@@ -204,6 +216,7 @@ def test_unparseable_bodies_are_400(
                 "The last user message has no text content to route on.",
                 "invalid_request_error",
                 param="messages[2].content",
+                code="no_query_text",
             ),
         ),
         (
@@ -212,12 +225,24 @@ def test_unparseable_bodies_are_400(
                 "The request has no user message to route on.",
                 "invalid_request_error",
                 param="messages",
+                code="no_user_message",
             ),
         ),
         (
             {"model": "router-1.5", "messages": MESSAGES},
             error_body(
-                "threshold must be a number in [0, 1], got 1.5",
+                "threshold must be a number in [0, 1], got '1.5' in model 'router-1.5'; "
+                "use router-<t>, e.g. router-0.35",
+                "invalid_request_error",
+                param="model",
+                code="invalid_threshold",
+            ),
+        ),
+        (
+            {"model": "router--0.1", "messages": MESSAGES},
+            error_body(
+                "threshold must be a number in [0, 1], got '-0.1' in model 'router--0.1'; "
+                "use router-<t>, e.g. router-0.35",
                 "invalid_request_error",
                 param="model",
                 code="invalid_threshold",
@@ -226,8 +251,8 @@ def test_unparseable_bodies_are_400(
         (
             {"model": "router-abc", "messages": MESSAGES},
             error_body(
-                "invalid threshold in model 'router-abc': use router-<t> with t in [0, 1], "
-                "e.g. router-0.35",
+                "threshold must be a number in [0, 1], got 'abc' in model 'router-abc'; "
+                "use router-<t>, e.g. router-0.35",
                 "invalid_request_error",
                 param="model",
                 code="invalid_threshold",
@@ -242,6 +267,7 @@ def test_unparseable_bodies_are_400(
         "image-only-content",
         "no-user-message",
         "threshold-out-of-range",
+        "threshold-negative",
         "threshold-not-a-number",
     ],
 )
@@ -367,41 +393,37 @@ def _edge_bad_json(upstreams: tuple[FakeUpstream, FakeUpstream]) -> None:
     upstreams[0].always = "bad_json"
 
 
-FAULTS = {
+FAULTS: dict[str, tuple[Callable[[tuple[FakeUpstream, FakeUpstream]], None], int, str, str, str]]
+FAULTS = {  # setup, status, type, code, what the message says after "edge (<base url>): "
     "down": (
         _edge_down,
         502,
-        error_body("The edge upstream is unreachable.", "upstream_error", code="upstream_error"),
+        "upstream_error",
+        "upstream_error",
+        "connection refused (check DARS_EDGE_BASE_URL)",
     ),
     "timeout": (
         _edge_hangs,
         504,
-        error_body("The edge upstream timed out.", "upstream_error", code="timeout"),
+        "upstream_error",
+        "timeout",
+        "timed out (check DARS_UPSTREAM_READ_TIMEOUT_S)",
     ),
-    "500": (
-        _edge_500,
-        502,
-        error_body(
-            "The edge upstream failed with status 500.", "upstream_error", code="upstream_error"
-        ),
-    ),
-    "429": (
-        _edge_429,
-        429,
-        error_body(
-            "The edge upstream is rate limiting requests.",
-            "rate_limit_error",
-            code="rate_limit_exceeded",
-        ),
-    ),
+    "500": (_edge_500, 502, "upstream_error", "upstream_error", "status 500"),
+    "429": (_edge_429, 429, "rate_limit_error", "rate_limit_exceeded", "rate limited (status 429)"),
     "bad-json": (
         _edge_bad_json,
         502,
-        error_body(
-            "The edge upstream sent an invalid response.", "upstream_error", code="upstream_error"
-        ),
+        "upstream_error",
+        "upstream_error",
+        "sent an invalid response",
     ),
 }
+
+
+def fault_body(fault: str, edge: FakeUpstream) -> dict[str, Any]:
+    _, _, type_, code, what = FAULTS[fault]
+    return error_body(f"Upstream failed: edge ({edge.base_url}): {what}.", type_, code=code)
 
 
 @pytest.mark.parametrize("fault", list(FAULTS))
@@ -424,13 +446,13 @@ def test_failing_edge_fails_over_to_cloud(
 def test_failing_edge_without_failover_is_an_error(
     plain: httpx.Client, upstreams: tuple[FakeUpstream, FakeUpstream], fault: str
 ) -> None:
-    setup, status, expected = FAULTS[fault]
+    setup, status, *_ = FAULTS[fault]
     setup(upstreams)
 
     response = chat(plain)
 
     assert response.status_code == status
-    assert response.json() == expected
+    assert response.json() == fault_body(fault, upstreams[0])
     assert upstreams[1].requests == []
 
 
@@ -467,8 +489,10 @@ def test_upstream_rejecting_the_body_is_400_without_failover(
 
     assert response.status_code == 400
     assert response.json() == error_body(
-        "The edge upstream rejected the request: This model's maximum context length is 8 tokens.",
+        f"Upstream failed: edge ({upstreams[0].base_url}): rejected the request: This model's "
+        "maximum context length is 8 tokens.",
         "invalid_request_error",
+        code="invalid_request",
     )
     assert upstreams[1].requests == []
 
@@ -505,7 +529,7 @@ def test_stream_open_failure_without_failover_is_a_json_error(
 
     assert response.status_code == 502
     assert response.headers["content-type"] == "application/json"
-    assert response.json() == FAULTS["500"][2]
+    assert response.json() == fault_body("500", upstreams[0])
 
 
 def test_mid_stream_drop_becomes_an_error_event_then_done(
@@ -521,7 +545,9 @@ def test_mid_stream_drop_becomes_an_error_event_then_done(
     assert len(events) == 4
     assert json.loads(events[1])["choices"][0]["delta"] == {"content": "Hello"}
     assert json.loads(events[2]) == error_body(
-        "The connection to the edge upstream failed.", "upstream_error", code="upstream_error"
+        f"Upstream failed: edge ({upstreams[0].base_url}): the connection failed.",
+        "upstream_error",
+        code="upstream_error",
     )
     assert events[3] == "[DONE]"
 
@@ -563,7 +589,9 @@ def test_admin_api_is_off_without_a_token(plain: httpx.Client, method: str, path
 
     assert response.status_code == 403
     assert response.json() == error_body(
-        "The admin API is disabled: set DARS_ADMIN_TOKEN to enable it.", "permission_error"
+        "The admin API is disabled: set DARS_ADMIN_TOKEN to enable it.",
+        "permission_error",
+        code="admin_disabled",
     )
 
 
@@ -626,3 +654,201 @@ def test_requests_are_answered_when_redis_dies(
     assert [a.status_code for a in answers] == [200] * 5
     assert again.status_code == 200
     assert again.headers["x-dars-score"] == "0.500000"
+
+
+# --- issue 7: failover errors, forced models, request ids and headers on errors, secrets
+
+
+def test_error_after_failover_names_every_upstream_tried(
+    guarded: httpx.Client, upstreams: tuple[FakeUpstream, FakeUpstream]
+) -> None:
+    edge, cloud = upstreams
+    edge.stop()
+    cloud.always = "500"
+
+    response = chat(guarded)
+
+    assert response.status_code == 502
+    assert response.json() == error_body(
+        f"Upstreams failed: edge ({edge.base_url}): connection refused (check "
+        f"DARS_EDGE_BASE_URL); cloud ({cloud.base_url}): status 500.",
+        "upstream_error",
+        code="upstream_error",
+    )
+
+
+def _retries(client: httpx.Client) -> float:
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith('dars_upstream_retries_total{upstream="edge"}'):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def test_an_unreachable_upstream_fails_fast(
+    plain: httpx.Client, upstreams: tuple[FakeUpstream, FakeUpstream]
+) -> None:
+    # Regression (issue 7): a refused connection was retried with backoff (~5 s stacked).
+    upstreams[0].stop()
+    before = _retries(plain)
+
+    response = chat(plain)
+
+    assert response.status_code == 502
+    assert _retries(plain) == before  # upstream_retries=1, yet no retry of a refused connection
+    assert response.elapsed.total_seconds() < 1.0
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_forced_model_does_not_fail_over(
+    guarded: httpx.Client, upstreams: tuple[FakeUpstream, FakeUpstream], stream: bool
+) -> None:
+    upstreams[0].always = "500"
+
+    response = chat(guarded, model=EDGE_MODEL, stream=stream)
+
+    assert response.status_code == 502
+    assert response.json() == fault_body("500", upstreams[0])
+    assert (response.headers["x-dars-route"], response.headers["x-dars-reason"]) == (
+        "edge",
+        "forced",
+    )
+    assert upstreams[1].requests == []
+
+
+def test_errors_after_a_decision_carry_the_route_headers(
+    plain: httpx.Client, upstreams: tuple[FakeUpstream, FakeUpstream]
+) -> None:
+    upstreams[0].always = "500"
+
+    response = chat(plain)
+
+    assert response.status_code == 502
+    assert response.headers["x-dars-route"] == "edge"
+    assert response.headers["x-dars-reason"] == "threshold"
+    assert response.headers["x-dars-score"] == "0.500000"
+    assert response.headers["x-dars-threshold"] == "0.700000"
+
+
+REQUESTS: dict[str, tuple[str, str, dict[str, Any] | None, int]] = {
+    "chat": ("POST", CHAT, {"model": "router", "messages": MESSAGES}, 200),
+    "malformed-json": ("POST", CHAT, None, 400),
+    "schema-error": ("POST", CHAT, {"model": "router"}, 400),
+    "unknown-model": ("POST", CHAT, {"model": "gpt-5", "messages": MESSAGES}, 404),
+    "too-large": (
+        "POST",
+        CHAT,
+        {"model": "router", "messages": [{"content": "x" * MAX_BODY}]},
+        413,
+    ),
+    "unknown-url": ("GET", "/v1/nope", None, 404),
+    "route": ("POST", "/v1/route", {"model": "router", "messages": MESSAGES}, 200),
+    "models": ("GET", "/v1/models", None, 200),
+    "healthz": ("GET", "/healthz", None, 200),
+    "readyz": ("GET", "/readyz", None, 200),
+    "metrics": ("GET", "/metrics", None, 200),
+    "openapi": ("GET", "/openapi.json", None, 200),
+    "admin-bad-value": ("PUT", "/admin/threshold", {"value": 2}, 400),
+}
+
+
+def _send(client: httpx.Client, name: str, headers: dict[str, str]) -> httpx.Response:
+    method, path, body, _ = REQUESTS[name]
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"} if path.startswith("/admin") else {}
+    if body is None and method == "POST":
+        return client.post(path, content=b"{oops", headers={**headers, **admin})
+    return client.request(method, path, json=body, headers={**headers, **admin})
+
+
+@pytest.mark.parametrize("name", list(REQUESTS))
+def test_every_response_echoes_a_sane_request_id(guarded: httpx.Client, name: str) -> None:
+    response = _send(guarded, name, {"x-request-id": f"client-{name}-42"})
+
+    assert response.status_code == REQUESTS[name][3]
+    assert response.headers["x-request-id"] == f"client-{name}-42"
+
+
+@pytest.mark.parametrize("sent", [None, "bad id with spaces", "x" * 129, "line\tbreak"])
+@pytest.mark.parametrize("name", ["chat", "malformed-json", "too-large", "healthz"])
+def test_a_request_id_is_generated_when_none_or_an_insane_one_is_sent(
+    guarded: httpx.Client, name: str, sent: str | None
+) -> None:
+    response = _send(guarded, name, {} if sent is None else {"x-request-id": sent})
+
+    generated = response.headers["x-request-id"]
+    assert generated != sent
+    assert len(generated) == 32 and int(generated, 16) >= 0
+
+
+def test_the_request_id_is_in_the_logs_of_the_request(
+    plain: httpx.Client,
+    upstreams: tuple[FakeUpstream, FakeUpstream],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    upstreams[0].always = "500"
+    access = "request trace-me-7: POST /v1/chat/completions -> 502"
+
+    def messages() -> list[str]:
+        ours = [r for r in caplog.records if getattr(r, "request_id", None) == "trace-me-7"]
+        return [record.getMessage() for record in ours]
+
+    with caplog.at_level(logging.INFO, logger="app"):
+        response = plain.post(
+            CHAT,
+            json={"model": "router", "messages": MESSAGES},
+            headers={"x-request-id": "trace-me-7"},
+        )
+        # The access line is written once the response is sent: the client may see it first.
+        deadline = time.monotonic() + 5.0
+        while not any(m.startswith(access) for m in messages()) and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    assert response.status_code == 502
+    assert any("edge" in message and "status 500" in message for message in messages())
+    assert any(message.startswith(access) for message in messages())
+
+
+def test_secrets_are_never_returned_or_logged(
+    router_file: Path,
+    encoder: SentenceTransformer,
+    upstreams: tuple[FakeUpstream, FakeUpstream],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    redis_password, client_key, admin_token = "redis-pw-s3cret", "client-s3cret", "admin-s3cret"
+    settings = router_settings(
+        router_file,
+        *upstreams,
+        redis_url=f"redis://:{redis_password}@127.0.0.1:1/0",
+        api_keys=client_key,
+        admin_token=admin_token,
+    )
+    secrets = (redis_password, client_key, admin_token, "sk-edge-upstream", "sk-cloud-upstream")
+    with (
+        caplog.at_level(logging.DEBUG, logger="app"),
+        running_router(settings, encoder) as server,
+        _client(server, client_key) as client,
+    ):
+        admin = {"Authorization": f"Bearer {admin_token}"}
+        answers = [
+            chat(client),
+            client.get("/readyz"),
+            client.get("/v1/models"),
+            client.get("/admin/threshold", headers=admin),
+            client.post("/admin/router/reload", json={}, headers=admin),
+            client.get("/metrics"),
+            client.get("/openapi.json"),
+        ]
+
+    assert [answer.status_code for answer in answers] == [200] * len(answers)
+    shown = [answer.text for answer in answers] + [repr(settings), caplog.text]
+    shown += [str(answer.headers) for answer in answers]
+    assert not [secret for secret in secrets for text in shown if secret in text]
+    assert settings.redis_url is not None
+    assert "**********" in repr(settings.redis_url)
+
+
+def test_readyz_reports_numbers_as_numbers(guarded: httpx.Client) -> None:
+    router = guarded.get("/readyz").json()["router"]
+
+    assert router["default_threshold"] == 0.7
+    assert router["threshold"] == 0.7
+    assert router["threshold_source"] == "default"

@@ -2,7 +2,9 @@
 
 Traffic (router scores 0.5, threshold 0.7): 2 chat requests to the edge (one repeated text:
 a cache hit), 1 streamed to the edge, 1 to the cloud by ``router-0.2``, 1 forced to the cloud,
-1 failed over from the edge (500 twice) to the cloud, 1 unknown model (404).
+1 failed over from the edge (500 twice) to the cloud, 1 unknown model (404), and 3 rejected
+before the handler runs: malformed JSON (400), a schema error (400) and a body over the limit
+(413): 10 chat requests in all.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ if TYPE_CHECKING:
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 EDGE_PRICES, CLOUD_PRICES = (0.1, 0.2), (2.5, 10.0)  # router_settings' USD per million tokens
+MAX_BODY = 4096
+CHAT_REQUESTS = 10
 
 
 def cost(prices: tuple[float, float], requests: int) -> float:
@@ -43,7 +47,7 @@ def scraped(
     )
     edge, cloud = FakeUpstream("edge").start(), FakeUpstream("cloud").start()
     try:
-        settings = router_settings(router, edge, cloud)
+        settings = router_settings(router, edge, cloud, max_body_bytes=MAX_BODY)
         with (
             running_router(settings, encoder) as server,
             httpx.Client(base_url=server.url, timeout=30) as client,
@@ -76,6 +80,11 @@ def _traffic(client: httpx.Client, edge: FakeUpstream) -> None:
     failed_over = chat("router", "Edge is broken now.")
     assert failed_over.headers["x-dars-reason"] == "fallback"
     assert chat("no-such-model", "x").status_code == 404
+    json_type = {"content-type": "application/json"}
+    malformed = client.post("/v1/chat/completions", content=b"{", headers=json_type)
+    assert malformed.status_code == 400
+    assert client.post("/v1/chat/completions", json={"model": "router"}).status_code == 400
+    assert chat("router", "x" * MAX_BODY).status_code == 413
 
 
 def value(samples: Samples, name: str, **labels: str) -> float:
@@ -90,6 +99,18 @@ def test_requests_by_route_reason_status(scraped: tuple[str, Samples]) -> None:
     assert value(samples, name, route="cloud", reason="forced", status="200") == 1
     assert value(samples, name, route="cloud", reason="fallback", status="200") == 1
     assert value(samples, name, route="none", reason="none", status="404") == 1
+
+
+def test_requests_rejected_before_the_handler_are_counted_once(
+    scraped: tuple[str, Samples],
+) -> None:
+    # Regression (issue 7): malformed JSON, schema errors and 413 were not counted.
+    _, samples = scraped
+    name = "dars_requests_total"
+    assert value(samples, name, route="none", reason="none", status="400") == 2
+    assert value(samples, name, route="none", reason="none", status="413") == 1
+    total = sum(count for (sample, _), count in samples.items() if sample == name)
+    assert total == CHAT_REQUESTS
 
 
 def test_decisions_scores_threshold_and_cloud_share(scraped: tuple[str, Samples]) -> None:

@@ -301,3 +301,77 @@ def test_calibrate_clips_thresholds_from_odd_quantiles() -> None:
 
     assert state.calibrate(0.01, calibration) == 1.0
     assert state.calibrate(0.99, calibration) == 0.0
+
+
+@pytest.mark.parametrize("model", ["router-1.5", "router--0.1", "router-abc", "router-2"])
+def test_every_bad_threshold_in_model_has_one_wording(model: str) -> None:
+    # Regression (issue 7): router-1.5 and router--0.1 were worded differently.
+    with pytest.raises(InvalidRequest) as info:
+        parse(model)
+
+    text = model.removeprefix("router-")
+    assert info.value.message == (
+        f"threshold must be a number in [0, 1], got {text!r} in model {model!r}; "
+        "use router-<t>, e.g. router-0.35"
+    )
+
+
+# --- the reload rule (issue 7: reload kept the old router's threshold and window)
+
+NEW_CALIBRATION = Calibration.from_scores(np.linspace(0.0, 1.0, 1001))
+
+
+def test_a_default_threshold_follows_the_new_router_and_the_window_restarts() -> None:
+    metrics = Metrics()
+    unset = Settings(_env_file=None)  # type: ignore[call-arg]
+    state = ThresholdState.from_settings(unset, default_threshold=0.403, metrics=metrics)
+    for _ in range(60):
+        state.record(0.9, "cloud")
+
+    assert state.follow_router(0.479, NEW_CALIBRATION) == 0.479
+
+    assert (state.get(), state.source) == (0.479, "default")
+    assert state.live_scores().size == 0
+    assert state.cloud_share() == 0.0
+    assert metrics.registry.get_sample_value("dars_threshold") == 0.479
+    assert metrics.registry.get_sample_value("dars_cloud_share") == 0.0
+
+
+@pytest.mark.parametrize("how", ["put", "settings"])
+def test_an_operators_threshold_survives_a_reload(how: str) -> None:
+    configured = Settings(_env_file=None, threshold=0.25)  # type: ignore[call-arg]
+    unset = Settings(_env_file=None)  # type: ignore[call-arg]
+    state = ThresholdState.from_settings(
+        configured if how == "settings" else unset, default_threshold=0.403
+    )
+    if how == "put":
+        state.set(0.25)
+    state.record(0.9, "cloud")
+
+    state.follow_router(0.479, NEW_CALIBRATION)
+
+    assert (state.get(), state.source) == (0.25, "operator")
+    assert state.live_scores().size == 0
+
+
+def test_a_calibrated_threshold_is_recalibrated_with_the_new_files_calibration() -> None:
+    old = Calibration.from_scores(np.linspace(0.0, 0.5, 1001))
+    state = ThresholdState(0.4, window=1000, source="default")
+    for score in np.linspace(0.0, 0.5, MIN_LIVE_SCORES):  # old router's live scores
+        state.record(float(score), "edge")
+    state.calibrate(0.3, old)
+    assert state.source == "calibrated"
+
+    threshold = state.follow_router(0.479, NEW_CALIBRATION)
+
+    # The new file's quantiles, not the old live scores (the window restarted).
+    assert threshold == pytest.approx(0.7)
+    assert (state.get(), state.source) == (threshold, "calibrated")
+
+
+def test_a_calibrated_threshold_falls_back_to_the_default_without_calibration() -> None:
+    state = ThresholdState(0.4, window=100, source="default")
+    state.calibrate(0.3, NEW_CALIBRATION)
+
+    assert state.follow_router(0.479, None) == 0.479
+    assert state.source == "default"

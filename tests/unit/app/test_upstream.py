@@ -19,9 +19,10 @@ from app.errors import (
 )
 from app.metrics import Metrics
 from app.settings import Settings, UpstreamSettings
-from app.upstream import UpstreamClient, Upstreams, Usage, classify_error
+from app.upstream import UpstreamClient, Upstreams, Usage, classify_error, public_url
 
 Handler = Callable[[httpx.Request], httpx.Response]
+URLS = {"edge_base_url": "http://edge.test/v1", "cloud_base_url": "http://cloud.test/v1"}
 BODY = {"model": "router", "messages": [{"role": "user", "content": "hi"}], "seed": 3}
 COMPLETION = {
     "id": "x",
@@ -104,21 +105,45 @@ async def test_no_authorization_header_without_a_key() -> None:
     assert "authorization" not in seen[0].headers
 
 
-async def test_5xx_and_429_and_connect_errors_are_retried_then_succeed() -> None:
+async def test_5xx_and_429_are_retried_then_succeed() -> None:
     metrics = Metrics()
-    handler, seen = scripted(status(503), status(429), httpx.ConnectError("refused"), ok())
+    handler, seen = scripted(status(503), status(429), ok())
     edge = client(handler, retries=3, metrics=metrics)
 
     _, payload = await edge.call(lambda: edge.create_once(BODY))
 
     assert payload == COMPLETION
-    assert len(seen) == 4
+    assert len(seen) == 3
     assert (
-        metrics.registry.get_sample_value("dars_upstream_retries_total", {"upstream": "edge"}) == 3
+        metrics.registry.get_sample_value("dars_upstream_retries_total", {"upstream": "edge"}) == 2
     )
-    for kind in ("status_5xx", "status_429", "connect"):
+    for kind in ("status_5xx", "status_429"):
         labels = {"upstream": "edge", "kind": kind}
         assert metrics.registry.get_sample_value("dars_upstream_errors_total", labels) == 1
+
+
+async def test_a_refused_connection_fails_fast_naming_upstream_url_and_setting() -> None:
+    # Regression (issue 7): a connection refused was retried with backoff before failing.
+    metrics = Metrics()
+    config = UpstreamSettings(
+        base_url="http://user:sk-in-url@127.0.0.1:1/v1?api_key=sk-in-query",
+        model="edge-model",
+        api_key=SecretStr("sk-upstream"),
+    )
+    edge = UpstreamClient("edge", config, retries=5, backoff_s=10.0, metrics=metrics)
+
+    with pytest.raises(UpstreamError) as raised:
+        await edge.call(lambda: edge.create_once(BODY))
+
+    assert raised.value.message == (
+        "Upstream failed: edge (http://127.0.0.1:1/v1): connection refused "
+        "(check DARS_EDGE_BASE_URL)."
+    )
+    assert (
+        metrics.registry.get_sample_value("dars_upstream_retries_total", {"upstream": "edge"})
+        is None
+    )
+    await edge.aclose()
 
 
 @pytest.mark.parametrize(
@@ -126,8 +151,8 @@ async def test_5xx_and_429_and_connect_errors_are_retried_then_succeed() -> None
     [
         (status(500), UpstreamError, 3),
         (status(429), RateLimited, 3),
-        (httpx.ConnectError("refused"), UpstreamError, 3),
-        (httpx.ConnectTimeout("slow connect"), UpstreamError, 3),
+        (httpx.ConnectError("refused"), UpstreamError, 1),
+        (httpx.ConnectTimeout("slow connect"), UpstreamError, 1),
         (httpx.ReadTimeout("slow answer"), UpstreamTimeout, 1),
         (httpx.PoolTimeout("pool full"), UpstreamTimeout, 1),
         (httpx.RemoteProtocolError("garbage"), UpstreamError, 1),
@@ -277,6 +302,7 @@ def test_usage_parsing(usage: object, expected: Usage | None) -> None:
 def test_from_settings_builds_both_upstreams_with_their_keys() -> None:
     settings = Settings(
         _env_file=None,  # type: ignore[call-arg]
+        **URLS,
         edge_model="small",
         cloud_model="large",
         cloud_api_key="sk-cloud",
@@ -290,4 +316,74 @@ def test_from_settings_builds_both_upstreams_with_their_keys() -> None:
 
 def test_classify_refuses_foreign_errors() -> None:
     with pytest.raises(TypeError):
-        classify_error("edge", KeyError("x"))
+        classify_error("edge", KeyError("x"), base_url="http://edge.test/v1")
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("http://127.0.0.1:8080/v1", "http://127.0.0.1:8080/v1"),
+        ("https://user:secret@api.example.com/v1/", "https://api.example.com/v1/"),
+        ("https://api.example.com/v1?key=secret#frag", "https://api.example.com/v1"),
+        ("http://[::1]:9000/v1", "http://[::1]:9000/v1"),
+    ],
+)
+def test_public_url_drops_credentials(url: str, shown: str) -> None:
+    assert public_url(url) == shown
+
+
+async def test_error_after_failover_names_every_upstream_tried() -> None:
+    # Regression (issue 7): with both down, the error named only the last upstream.
+    upstreams, edge_seen, cloud_seen, _ = pair([httpx.ConnectError("down")], [status(503)])
+
+    with pytest.raises(UpstreamError) as raised:
+        await upstreams.create("edge", BODY)
+
+    assert raised.value.message == (
+        "Upstreams failed: edge (http://upstream.test/v1/): cannot connect "
+        "(check DARS_EDGE_BASE_URL); cloud (http://upstream.test/v1/): status 503."
+    )
+    assert raised.value.status_code == 502
+    assert (len(edge_seen), len(cloud_seen)) == (1, 1)
+
+
+async def test_the_last_upstreams_error_class_decides_the_status() -> None:
+    upstreams, _, _, _ = pair([status(500)], [httpx.ReadTimeout("slow")])
+
+    with pytest.raises(UpstreamTimeout) as raised:
+        await upstreams.create("edge", BODY)
+
+    assert raised.value.code == "timeout"
+    assert "edge (http://upstream.test/v1/): status 500; cloud" in raised.value.message
+    assert "(check DARS_UPSTREAM_READ_TIMEOUT_S)" in raised.value.message
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_forced_request_does_not_fail_over_by_default(stream: bool) -> None:
+    # Regression (issue 7): a client that named the edge model got the cloud's answer.
+    upstreams, edge_seen, cloud_seen, _ = pair([status(500)], [ok()])
+
+    with pytest.raises(UpstreamError, match="edge"):
+        if stream:
+            await upstreams.open_stream("edge", {**BODY, "stream": True}, forced=True)
+        else:
+            await upstreams.create("edge", BODY, forced=True)
+
+    assert (len(edge_seen), cloud_seen) == (1, [])
+
+
+async def test_a_forced_request_fails_over_when_configured() -> None:
+    upstreams, _, _, _ = pair([status(500)], [ok()], failover_forced=True)
+
+    reply = await upstreams.create("edge", BODY, forced=True)
+
+    assert (reply.upstream, reply.fell_back) == ("cloud", True)
+
+
+def test_failover_forced_is_a_setting() -> None:
+    default = Upstreams.from_settings(Settings(_env_file=None, **URLS))  # type: ignore[call-arg]
+    on = Upstreams.from_settings(
+        Settings(_env_file=None, **URLS, failover_forced=True)  # type: ignore[call-arg]
+    )
+
+    assert (default.failover_forced, on.failover_forced) == (False, True)
