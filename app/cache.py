@@ -286,9 +286,13 @@ class RedisCache:
 
 
 def build_cache(settings: Settings, metrics: Metrics) -> EmbeddingCache:
-    """Redis when ``DARS_REDIS_URL`` is set (no connection is made here), else the memory LRU."""
+    """Redis when ``DARS_REDIS_URL`` is set (no connection is made here), else the memory LRU.
+
+    The chosen backend's lookup counters are exported as 0 from the start.
+    """
+    cache: EmbeddingCache
     if settings.redis_url is not None:
-        return RedisCache(
+        cache = RedisCache(
             settings.redis_url.get_secret_value(),
             ttl_s=settings.redis_ttl_s,
             timeout_s=settings.redis_timeout_s,
@@ -296,7 +300,10 @@ def build_cache(settings: Settings, metrics: Metrics) -> EmbeddingCache:
             breaker_reset_s=settings.redis_breaker_reset_s,
             metrics=metrics,
         )
-    return MemoryCache(settings.cache_max_entries, metrics=metrics)
+    else:
+        cache = MemoryCache(settings.cache_max_entries, metrics=metrics)
+    metrics.initialise_cache(cache.backend)
+    return cache
 
 
 def _count(metrics: Metrics | None, backend: str, result: str) -> None:

@@ -12,19 +12,22 @@ from __future__ import annotations
 import asyncio
 import hmac
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
 
 from fastapi import Depends, Request
 
 from app.cache import EmbeddingCache
+from app.cascade import CascadeService
 from app.embedding import BatchingEmbedder, QueryEmbedder
 from app.errors import AuthenticationFailed, PermissionDenied, RouterUnavailable
+from app.live.loop import LiveLoop
 from app.metrics import Metrics
 from app.policy import ThresholdState
 from app.scoring import RouterModel, Scorer
 from app.settings import Settings
+from app.shared import SharedState
 from app.upstream import Upstreams
 
 __all__ = [
@@ -55,6 +58,9 @@ class Services:
     scorer: Scorer
     threshold: ThresholdState
     upstreams: Upstreams
+    shared: SharedState
+    cascade: CascadeService
+    live: LiveLoop = field(default_factory=LiveLoop.disabled)  # records, shadow, feedback
 
     async def reload_router(self, path: str | Path) -> RouterModel:
         """Swap in the router at ``path``, then let the threshold follow it (the reload rule is
@@ -62,7 +68,20 @@ class Services:
         """
         model = await asyncio.to_thread(self.scorer.reload, path)
         self.threshold.follow_router(model.default_threshold, model.calibration)
+        await self.shared.reset_scores()
         return model
+
+    async def set_threshold(self, value: float) -> None:
+        """An operator's threshold, here and (with Redis) on every replica."""
+        self.threshold.set(value)
+        await self.shared.publish()
+
+    async def calibrate(self, cloud_share: float) -> None:
+        """Calibrate on the replicas' shared score window (else this one's), then share it."""
+        scores = await self.shared.live_scores()
+        calibration = self.scorer.model.calibration
+        self.threshold.calibrate(cloud_share, calibration, scores=scores)
+        await self.shared.publish()
 
 
 async def _settings(request: Request) -> Settings:

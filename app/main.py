@@ -22,10 +22,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api import api_routers
 from app.cache import build_cache
+from app.cascade import build_cascade
 from app.deps import Services
 from app.embedding import QueryEmbedder, build_embedder
 from app.errors import DarsError, InvalidRequest, PayloadTooLarge, RouterUnavailable
 from app.handlers import install_handlers
+from app.live.loop import LiveLoop
 from app.logs import configure_logging
 from app.metrics import Metrics
 from app.openapi import DarsAPI
@@ -33,7 +35,9 @@ from app.policy import ThresholdState
 from app.request_context import RequestContext, error_response
 from app.scoring import Scorer, load_router_model
 from app.settings import Settings, get_settings
+from app.shared import build_shared_state
 from app.upstream import Upstreams
+from app.workers import ONE_WORKER_MESSAGE, requested_workers
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -83,8 +87,11 @@ async def build_services(
     settings: Settings, stack: AsyncExitStack, *, encoder: SentenceTransformer | None = None
 ) -> Services:
     """Build every service, registering each one's ``aclose`` on ``stack`` (closed in reverse)."""
+    if requested_workers() > 1:
+        raise RuntimeError(ONE_WORKER_MESSAGE)
     path = router_model_path(settings)  # before the slow encoder load: fail fast
     metrics = Metrics()
+    metrics.set_upstream_models({"edge": settings.edge_model, "cloud": settings.cloud_model})
     embedder = await asyncio.to_thread(build_embedder, settings, metrics, encoder=encoder)
     await embedder.start()
     stack.push_async_callback(embedder.aclose)
@@ -107,24 +114,41 @@ async def build_services(
     upstreams = Upstreams.from_settings(settings, metrics)
     stack.push_async_callback(upstreams.aclose)
     logger.info(
-        "router %s on %s, encoder %s on %s, cache %s",
+        "router %s on %s, encoder %s on %s (%s), cache %s",
         model.path,
         model.provider,
         embedder.model_id,
         embedder.device,
+        embedder.backend,
         cache.backend,
     )
+    threshold = ThresholdState.from_settings(
+        settings, default_threshold=model.default_threshold, metrics=metrics
+    )
+    shared = build_shared_state(settings, threshold)
+    await shared.start()  # takes the replicas' shared threshold, if there is one
+    stack.push_async_callback(shared.aclose)
+    query_embedder = QueryEmbedder(embedder, cache)
     return Services(
         settings=settings,
         metrics=metrics,
         embedder=embedder,
         cache=cache,
-        query_embedder=QueryEmbedder(embedder, cache),
+        query_embedder=query_embedder,
         scorer=scorer,
-        threshold=ThresholdState.from_settings(
-            settings, default_threshold=model.default_threshold, metrics=metrics
-        ),
+        threshold=threshold,
         upstreams=upstreams,
+        shared=shared,
+        cascade=build_cascade(
+            settings,
+            upstreams=upstreams,
+            embedder=embedder,
+            query_embedder=query_embedder,
+            scorer=scorer,
+            router_threshold=threshold,
+            metrics=metrics,
+        ),
+        live=await LiveLoop.build(settings, metrics.live, stack),
     )
 
 

@@ -6,9 +6,36 @@ lifespan, so that tests and several apps in one process never collide on the glo
 
 from __future__ import annotations
 
+from importlib import metadata
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
-__all__ = ["LATENCY_BUCKETS_S", "Metrics"]
+from app.live.metrics import LiveMetrics
+
+__all__ = [
+    "LATENCY_BUCKETS_S",
+    "LATENCY_STAGES",
+    "REASONS",
+    "RELOAD_RESULTS",
+    "ROUTES",
+    "UPSTREAM_ERROR_KINDS",
+    "Metrics",
+]
+
+# Known label values: every combination is exported as 0 from start-up, so that dashboards and
+# alerts see a series before the first event (Prometheus' "avoid missing metrics" practice).
+ROUTES: tuple[str, ...] = ("edge", "cloud")
+REASONS: tuple[str, ...] = ("threshold", "forced", "fallback")
+LATENCY_STAGES: tuple[str, ...] = (
+    "embedding", "scoring", "decision", "upstream_ttfb", "upstream_total", "cascade",
+)  # fmt: skip
+# The ``kind`` of app.upstream.classify_error (a unit test keeps the two in step).
+UPSTREAM_ERROR_KINDS: tuple[str, ...] = (
+    "connect", "timeout", "pool_timeout", "status_429", "status_5xx", "status_4xx",
+    "protocol", "invalid_response",
+)  # fmt: skip
+RELOAD_RESULTS: tuple[str, ...] = ("ok", "rejected")
+CACHE_RESULTS: tuple[str, ...] = ("hit", "miss", "error")
 
 # Seconds; from sub-millisecond (cache hit, ONNX scoring) to minutes (long generations).
 LATENCY_BUCKETS_S: tuple[float, ...] = (
@@ -78,7 +105,8 @@ class Metrics:
         # --- latency (seconds)
         self.latency = Histogram(
             "dars_latency_seconds",
-            "Latency by stage: embedding, scoring, decision, upstream_ttfb, upstream_total.",
+            "Latency by stage: embedding, scoring, decision, upstream_ttfb, upstream_total, "
+            "cascade (edge sampling and meaning grouping before the answer or escalation).",
             ["stage"],
             buckets=LATENCY_BUCKETS_S,
             registry=r,
@@ -133,6 +161,78 @@ class Metrics:
             ["result"],
             registry=r,
         )
+        # --- confidence cascade (app/cascade.py)
+        self.cascade_decisions = Counter(
+            "dars_cascade_decisions_total",
+            "Cascade verdicts: keep (edge answer), escalate (to the cloud on high entropy), "
+            "gate (to the cloud on the router score, no samples).",
+            ["decision"],
+            registry=r,
+        )
+        self.cascade_skipped = Counter(
+            "dars_cascade_skipped_total",
+            "Cascade requests not decided by samples, by reason: tools|response_format|n "
+            "(the trained router decided), budget (sample cap reached: the router decided), "
+            "edge_failed (the cloud answered).",
+            ["reason"],
+            registry=r,
+        )
+        self.cascade_entropy = Histogram(
+            "dars_cascade_entropy",
+            "Normalised semantic entropy (entropy / log k) of the edge samples of each request.",
+            buckets=SCORE_BUCKETS,
+            registry=r,
+        )
+        self.cascade_edge_samples = Counter(
+            "dars_cascade_edge_samples_total", "Edge answers sampled by the cascade.", registry=r
+        )
+        self.cascade_threshold = Gauge(
+            "dars_cascade_threshold", "Current entropy threshold of the cascade.", registry=r
+        )
+        for verdict in ("keep", "escalate", "gate"):
+            self.cascade_decisions.labels(decision=verdict)
+        for skipped in ("tools", "response_format", "n", "budget", "edge_failed"):
+            self.cascade_skipped.labels(reason=skipped)
+
+        self.upstream_model = Gauge(
+            "dars_upstream_model",
+            "1 for the model name each upstream serves (dashboards join it on the route).",
+            ["upstream", "model"],
+            registry=r,
+        )
+        self.build_info = Info("dars_build", "The service's version.", registry=r)
+        self.build_info.info({"version": _version()})
+        self.live = LiveMetrics(r)  # records, feedback, shadow sampling (app/live)
+        self._initialise()
+
+    def _initialise(self) -> None:
+        """Export every known label combination as 0 (see ``ROUTES`` and the others)."""
+        for route in ROUTES:
+            other = "cloud" if route == "edge" else "edge"
+            for reason in REASONS:
+                self.decisions.labels(route=route, reason=reason)
+                self.requests.labels(route=route, reason=reason, status="200")
+            self.tokens.labels(upstream=route, direction="input")
+            self.tokens.labels(upstream=route, direction="output")
+            self.cost_usd.labels(upstream=route)
+            self.retries.labels(upstream=route)
+            self.fallbacks.labels(from_upstream=route, to_upstream=other)
+            for kind in UPSTREAM_ERROR_KINDS:
+                self.upstream_errors.labels(upstream=route, kind=kind)
+        for stage in LATENCY_STAGES:
+            self.latency.labels(stage=stage)
+        for result in RELOAD_RESULTS:
+            self.router_reloads.labels(result=result)
+
+    def set_upstream_models(self, models: dict[str, str]) -> None:
+        """Export ``dars_upstream_model{upstream, model} 1`` for each upstream's model name."""
+        for upstream, model in models.items():
+            self.upstream_model.labels(upstream=upstream, model=model).set(1)
+
+    def initialise_cache(self, backend: str) -> None:
+        """Export the cache's ``hit``/``miss``/``error`` series of ``backend`` as 0."""
+        for result in CACHE_RESULTS:
+            self.cache.labels(backend=backend, result=result)
 
     def observe_tokens(
         self,
@@ -150,3 +250,10 @@ class Metrics:
         saving = cloud_cost_usd - cost_usd
         if saving > 0:
             self.saving_usd.inc(saving)
+
+
+def _version() -> str:
+    try:
+        return metadata.version("dars-router")
+    except metadata.PackageNotFoundError:  # running from a source tree that is not installed
+        return "unknown"

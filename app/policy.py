@@ -19,6 +19,7 @@ import numbers
 import re
 import threading
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -38,6 +39,8 @@ __all__ = [
     "ModelSelection",
     "Reason",
     "Route",
+    "ScoreListener",
+    "ThresholdSnapshot",
     "ThresholdSource",
     "ThresholdState",
     "check_threshold",
@@ -46,7 +49,8 @@ __all__ = [
 ]
 
 Route = Literal["edge", "cloud"]
-Reason = Literal["threshold", "forced", "fallback"]
+# cascade: the confidence cascade kept or escalated (app.cascade); gate: its router gate.
+Reason = Literal["threshold", "forced", "fallback", "cascade", "gate"]
 ThresholdSource = Literal["default", "operator", "calibrated"]
 
 ROUTER_MODEL = "router"
@@ -57,6 +61,9 @@ _DECIMAL = re.compile(r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")  # [0-9], not \d: ASC
 # Fewer live scores than this and calibrate() uses the router file's quantiles instead: with 50
 # scores, the 2%-steps between order statistics are finer than any share an operator asks for.
 MIN_LIVE_SCORES = 50
+
+# Called with every recorded (score, route): how replicas share the live window (app.shared).
+ScoreListener = Callable[[float, "Route"], None]
 
 
 @dataclass(frozen=True)
@@ -158,6 +165,18 @@ def decide(score: float, threshold: float) -> Decision:
     return Decision(route=route, reason="threshold", score=score, threshold=threshold)
 
 
+@dataclass(frozen=True)
+class ThresholdSnapshot:
+    """The threshold with its source, as replicas exchange it (``app.shared``).
+
+    ``calibrated_share`` is the cloud share a ``calibrated`` threshold was computed for.
+    """
+
+    value: float
+    source: ThresholdSource
+    calibrated_share: float | None = None
+
+
 class ThresholdState:
     """The server's threshold and a rolling window of recent live scores; thread-safe.
 
@@ -190,6 +209,7 @@ class ThresholdState:
         self._threshold = 0.0
         self._source: ThresholdSource = source
         self._calibrated_share: float | None = None
+        self._listeners: list[ScoreListener] = []
         self._set(threshold, source)
 
     @classmethod
@@ -219,6 +239,19 @@ class ThresholdState:
     def set(self, threshold: float) -> float:
         """Set an operator's threshold; ``InvalidRequest`` unless it is a number in [0, 1]."""
         return self._set(threshold, "operator")
+
+    def snapshot(self) -> ThresholdSnapshot:
+        """The threshold, its source and calibrated share, read together."""
+        with self._lock:
+            return ThresholdSnapshot(self._threshold, self._source, self._calibrated_share)
+
+    def apply(self, snapshot: ThresholdSnapshot) -> float:
+        """Take another replica's threshold as it is (value, source and calibrated share)."""
+        return self._set(snapshot.value, snapshot.source, snapshot.calibrated_share)
+
+    def add_score_listener(self, listener: ScoreListener) -> None:
+        """Have ``listener`` called with every :meth:`record`ed score (must not block)."""
+        self._listeners.append(listener)
 
     def _set(
         self, threshold: float, source: ThresholdSource, calibrated_share: float | None = None
@@ -262,6 +295,8 @@ class ThresholdState:
             share = self._cloud / len(self._routes)
         if self._metrics is not None:
             self._metrics.cloud_share.set(share)
+        for listener in self._listeners:
+            listener(float(score), route)
 
     def cloud_share(self) -> float:
         """Share of the window's requests that went to the cloud; 0.0 for an empty window."""
@@ -273,11 +308,18 @@ class ThresholdState:
         with self._lock:
             return np.array(self._scores, dtype=np.float64)
 
-    def calibrate(self, cloud_share: float, calibration: Calibration | None) -> float:
+    def calibrate(
+        self,
+        cloud_share: float,
+        calibration: Calibration | None,
+        *,
+        scores: np.ndarray | None = None,
+    ) -> float:
         """Set and return the threshold that sends about ``cloud_share`` of traffic to the cloud.
 
-        Uses the window's live scores when it holds at least ``MIN_LIVE_SCORES``, else the
-        router file's calibration quantiles. ``cloud_share`` 1 gives threshold 0 and 0 gives 1.
+        Uses the live scores when there are at least ``MIN_LIVE_SCORES``, else the router
+        file's calibration quantiles. ``cloud_share`` 1 gives threshold 0 and 0 gives 1.
+        ``scores``: the replicas' shared window (``app.shared``); ``None`` = this window's.
 
         Raises
         ------
@@ -290,7 +332,8 @@ class ThresholdState:
         )
         if share in (0.0, 1.0):  # no data needed: all edge or all cloud
             return self._set(1.0 - share, "calibrated", share)
-        scores = self.live_scores()
+        if scores is None:
+            scores = self.live_scores()
         if scores.size >= MIN_LIVE_SCORES:
             calibration = Calibration.from_scores(scores)
         elif calibration is None:

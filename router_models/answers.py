@@ -17,6 +17,7 @@ __all__ = [
     "extract_answer",
     "extract_choice",
     "extract_number",
+    "has_answer_marker",
     "normalize_number",
 ]
 
@@ -99,6 +100,16 @@ def extract_number(text: str | None) -> str | None:
             return normalize_number(found[-1])
     numbers = _NUMBER_RE.findall(text)
     return normalize_number(numbers[-1]) if numbers else None
+
+
+def has_answer_marker(text: str | None, kind: AnswerKind) -> bool:
+    """Whether ``text`` states its final answer explicitly (``####``, "the answer is"...), as
+    opposed to merely containing a number: the service clusters by answer only then."""
+    if not text:
+        return False
+    if kind == "number":
+        return any(marker.search(text) for marker in _NUMBER_MARKERS)
+    return extract_choice(text) is not None
 
 
 def extract_choice(text: str | None, letters: str = "ABCD") -> str | None:

@@ -330,8 +330,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_run)
 
     from router_models.collect.cli import register
+    from router_models.live.cli import register as register_live
 
     register(sub)
+    register_live(sub)
     return parser
 
 

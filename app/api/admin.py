@@ -46,15 +46,18 @@ async def get_threshold(services: ServicesDep) -> ThresholdResponse:
 
 @router.put("/threshold", responses=WITH_BODY)
 async def set_threshold(body: ThresholdUpdate, services: ServicesDep) -> ThresholdResponse:
-    """Set the threshold; an operator's threshold is kept across router reloads."""
-    services.threshold.set(body.value)
+    """Set the threshold (every replica, with Redis); an operator's survives router reloads."""
+    await services.set_threshold(body.value)
     return _threshold(services)
 
 
 @router.post("/threshold/calibrate", responses=WITH_BODY)
 async def calibrate_threshold(body: CalibrateRequest, services: ServicesDep) -> ThresholdResponse:
-    """Set the threshold that sends about ``cloud_share`` of the traffic to the cloud."""
-    services.threshold.calibrate(body.cloud_share, services.scorer.model.calibration)
+    """Set the threshold that sends about ``cloud_share`` of the traffic to the cloud.
+
+    With Redis, on the live scores of every replica, and the result holds on every replica.
+    """
+    await services.calibrate(body.cloud_share)
     return _threshold(services)
 
 

@@ -4,6 +4,9 @@ The handler parses, calls the routing service and the upstreams, and renders; th
 itself lives in :mod:`app.policy`. Response headers tell the client what happened:
 ``x-dars-route`` (the upstream that answered), ``x-dars-reason`` (``threshold``, ``forced`` or
 ``fallback`` when the other upstream had to answer), ``x-dars-score``, ``x-dars-threshold``.
+With a ``router-cascade`` model the confidence cascade decides (``app.cascade``): the kept
+edge answer is rendered here, an escalation is forwarded like any cloud request, and the
+``x-dars-mode``/``-k``/``-entropy``/``-decision`` headers say what happened.
 The request's ``RequestRecord`` learns the decision, so error responses carry the route headers
 too and ``dars_requests_total`` is counted once, by the middleware, with the final status.
 """
@@ -15,8 +18,12 @@ from dataclasses import dataclass, replace
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Request, Response
+from fastapi.responses import JSONResponse
 
+from app.cascade import CascadeOutcome
+from app.cascade_render import completion, completion_events
 from app.deps import ClientAuth, Services, ServicesDep
+from app.live.hook import after_json, after_stream
 from app.openapi import error_responses
 from app.policy import Decision, decide, parse_model_field
 from app.protocol import CHAT_EXAMPLES, ChatCompletionRequest
@@ -25,7 +32,15 @@ from app.request_context import RequestRecord, request_record
 from app.streaming import SSEResponse, relay_sse
 from app.upstream import UpstreamName
 
-__all__ = ["ROUTE_ERRORS", "ChatBody", "Routed", "route_headers", "route_request", "router"]
+__all__ = [
+    "ROUTE_ERRORS",
+    "ChatBody",
+    "Routed",
+    "forward",
+    "route_headers",
+    "route_request",
+    "router",
+]
 
 router = APIRouter(dependencies=[ClientAuth], tags=["chat"])
 
@@ -39,6 +54,16 @@ _ROUTE_HEADERS: dict[str, Any] = {
         "x-dars-reason": "threshold, forced, or fallback (the other upstream answered)",
         "x-dars-score": "router score; absent for forced models",
         "x-dars-threshold": "threshold used; absent for forced models",
+        "x-dars-mode": "cascade when the confidence cascade handled the request",
+        "x-dars-k": "cascade: edge answers sampled (0 when none were)",
+        "x-dars-entropy": "cascade: normalised semantic entropy of the samples, in [0, 1]",
+        "x-dars-entropy-threshold": "cascade: entropy threshold used",
+        "x-dars-decision": "cascade: keep (edge answer) or escalate (cloud answer)",
+        "x-dars-meaning": "cascade: how answers were grouped (number, choice, embedding, text)",
+        "x-dars-clusters": "cascade: distinct meanings among the samples",
+        "x-dars-cascade-skipped": "cascade: why the router decided instead (tools, "
+        "response_format, n, budget) or the cloud answered (edge_failed)",
+        "x-dars-edge-tokens": "cascade: tokens of all edge samples together",
     }.items()
 }
 _SSE_EVENT: dict[str, Any] = {  # one event of the stream
@@ -113,10 +138,11 @@ def _served(decision: Decision, upstream: UpstreamName, fell_back: bool) -> Deci
     return replace(decision, route=upstream, reason="fallback") if fell_back else decision
 
 
-def _note(record: RequestRecord, decision: Decision) -> None:
+def _note(record: RequestRecord, decision: Decision, extra: dict[str, str]) -> dict[str, str]:
     """Tell the request's record where the request went (metric labels, error headers)."""
     record.route, record.reason = decision.route, decision.reason
-    record.headers = route_headers(decision)
+    record.headers = {**route_headers(decision), **extra}
+    return record.headers
 
 
 @router.post("/v1/chat/completions", responses=CHAT_RESPONSES)
@@ -125,24 +151,58 @@ async def create_chat_completion(
 ) -> Response:
     """An OpenAI chat completion, answered by the edge or the cloud model."""
     record = request_record(request)
-    decision = (await route_request(body, services, record=True)).decision
-    _note(record, decision)
+    selection = services.cascade.selection(body.model)
+    if selection is None:
+        decision = (await route_request(body, services, record=True)).decision
+        return await forward(body, services, record, decision)
+    outcome = await services.cascade.run(body, selection)
+    if outcome.kept is None:
+        return await forward(body, services, record, outcome.decision, outcome.headers())
+    return _kept(body, record, outcome)
+
+
+def _kept(body: ChatCompletionRequest, record: RequestRecord, outcome: CascadeOutcome) -> Response:
+    """The cascade's kept edge answer, as JSON or replayed as SSE."""
+    headers = _note(record, outcome.decision, outcome.headers())
+    if outcome.kept is None or outcome.usage is None:
+        raise ValueError("a kept outcome carries its answer and usage")
+    if body.stream:
+        events = completion_events(outcome.kept, outcome.usage, include_usage=body.wants_usage)
+        stream_headers = {**headers, "cache-control": "no-cache", "x-accel-buffering": "no"}
+        return SSEResponse(events, headers=stream_headers)
+    return JSONResponse(completion(outcome.kept, outcome.usage), headers=headers)
+
+
+async def forward(
+    body: ChatCompletionRequest,
+    services: Services,
+    record: RequestRecord,
+    decision: Decision,
+    extra: dict[str, str] | None = None,
+) -> Response:
+    """Send the request to ``decision.route`` (retries, failover) and relay its answer;
+    ``extra`` headers join the route headers."""
+    extra = extra or {}
+    started = time.perf_counter()
+    _note(record, decision, extra)
     upstream_body = body.upstream_body(include_usage=True)
     forced = decision.reason == "forced"
     if body.stream:
         stream = await services.upstreams.open_stream(decision.route, upstream_body, forced=forced)
         served = _served(decision, stream.upstream, stream.fell_back)
-        _note(record, served)
+        headers = _note(record, served, extra)
 
         def finish(status: str) -> None:
             record.outcome = status
+            after_stream(services, body, record, served, started=started, status=status)
 
         events = relay_sse(
             stream, services.upstreams, strip_usage=not body.wants_usage, on_finish=finish
         )
-        headers = {**route_headers(served), "cache-control": "no-cache"}
+        headers = {**headers, "cache-control": "no-cache"}
         return SSEResponse(events, headers={**headers, "x-accel-buffering": "no"})
     reply = await services.upstreams.create(decision.route, upstream_body, forced=forced)
     served = _served(decision, reply.upstream, reply.fell_back)
-    _note(record, served)
-    return Response(reply.content, media_type="application/json", headers=route_headers(served))
+    headers = _note(record, served, extra)
+    live = after_json(services, body, record, served, reply, started=started)
+    return Response(reply.content, media_type="application/json", headers=headers, background=live)

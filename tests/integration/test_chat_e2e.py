@@ -193,7 +193,12 @@ def test_stream_with_include_usage_keeps_the_usage_chunk(
 
 
 def test_models_lists_router_and_both_upstreams(client: openai.OpenAI) -> None:
-    assert [m.id for m in client.models.list()] == ["router", EDGE_MODEL, CLOUD_MODEL]
+    assert [m.id for m in client.models.list()] == [
+        "router",
+        "router-cascade",
+        EDGE_MODEL,
+        CLOUD_MODEL,
+    ]
 
 
 def test_route_endpoint_decides_without_forwarding(

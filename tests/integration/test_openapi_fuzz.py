@@ -43,6 +43,7 @@ OPERATIONS_WITH_BODY = frozenset(
         "PUT /admin/threshold",
         "POST /admin/threshold/calibrate",
         "POST /admin/router/reload",
+        "POST /v1/feedback",
     }
 )
 HEADERS = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -64,8 +65,13 @@ def service_url(
     router = make_linear_router(
         tmp_path_factory.mktemp("router") / "router.onnx", bias=0.0, default_threshold=0.7
     )
+    live_db = tmp_path_factory.mktemp("live") / "live.db"
     settings_ = router_settings(
-        router, *upstreams, admin_token=ADMIN_TOKEN, max_body_bytes=64 * 1024
+        router,
+        *upstreams,
+        admin_token=ADMIN_TOKEN,
+        max_body_bytes=64 * 1024,
+        live_store=f"sqlite:///{live_db}",
     )
     with running_router(settings_, encoder) as server:
         yield server.url

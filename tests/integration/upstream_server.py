@@ -108,6 +108,8 @@ class FakeUpstream:
     ``faults`` is consumed one per request (``fail(fault, times)``); ``always`` fails every
     request. ``stream_chunks``/``chunk_delay_s`` shape the SSE answer. ``stop()`` then
     ``start()`` keeps the port: in between, connections are refused (upstream down).
+    ``answers``, when set, are answered by seed (``answers[seed % len]``; with ``n``, choice
+    ``i`` gets seed + i), like a sampling LLM whose answers differ between seeds.
     """
 
     name: str
@@ -117,6 +119,7 @@ class FakeUpstream:
     always: Fault | None = None
     faults: list[Fault] = field(default_factory=list)
     requests: list[RecordedRequest] = field(default_factory=list)
+    answers: list[str] = field(default_factory=list)
     streams_completed: int = 0
     streams_cancelled: int = 0
     _server: ServerThread | None = None
@@ -131,6 +134,7 @@ class FakeUpstream:
         self.always = None
         self.faults.clear()
         self.requests.clear()
+        self.answers.clear()
         self.streams_completed = self.streams_cancelled = 0
         self.stream_chunks, self.chunk_delay_s = 3, 0.0
 
@@ -153,7 +157,9 @@ class FakeUpstream:
 
     # --- protocol
 
-    def answer_text(self) -> str:
+    def answer_text(self, seed: int | None = None) -> str:
+        if self.answers:
+            return self.answers[(seed or 0) % len(self.answers)]
         return f"Hello from {self.name}."
 
     def _next_fault(self) -> Fault | None:
@@ -176,9 +182,11 @@ class FakeUpstream:
             return Response(b"not json", media_type="application/json")
         if body.get("stream"):
             usage = bool((body.get("stream_options") or {}).get("include_usage"))
-            events = self._events(body["model"], usage=usage, drop=fault == "drop")
+            events = self._events(
+                body["model"], usage=usage, drop=fault == "drop", seed=body.get("seed")
+            )
             return StreamingResponse(events, media_type="text/event-stream")
-        return JSONResponse(self._completion(body["model"]))
+        return JSONResponse(self._completion(body["model"], body.get("seed"), body.get("n") or 1))
 
     def _usage(self) -> dict[str, int]:
         total = PROMPT_TOKENS + COMPLETION_TOKENS
@@ -188,7 +196,8 @@ class FakeUpstream:
             "total_tokens": total,
         }
 
-    def _completion(self, model: str) -> dict[str, Any]:
+    def _completion(self, model: str, seed: int | None = None, n: int = 1) -> dict[str, Any]:
+        first = seed or 0
         return {
             "id": f"chatcmpl-{self.name}",
             "object": "chat.completion",
@@ -196,10 +205,11 @@ class FakeUpstream:
             "model": model,
             "choices": [
                 {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": self.answer_text()},
+                    "index": i,
+                    "message": {"role": "assistant", "content": self.answer_text(first + i)},
                     "finish_reason": "stop",
                 }
+                for i in range(n)
             ],
             "usage": self._usage(),
         }
@@ -213,8 +223,10 @@ class FakeUpstream:
             "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
         }
 
-    async def _events(self, model: str, *, usage: bool, drop: bool) -> AsyncIterator[bytes]:
-        words = self.answer_text().split(" ")
+    async def _events(
+        self, model: str, *, usage: bool, drop: bool, seed: int | None = None
+    ) -> AsyncIterator[bytes]:
+        words = self.answer_text(seed).split(" ")
         pieces = [words[0]] + [" " + word for word in words[1:]]
         pieces += ["."] * max(0, self.stream_chunks - len(pieces))
         chunks = [self._chunk(model, {"role": "assistant", "content": ""}, None)]

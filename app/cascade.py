@@ -1,0 +1,348 @@
+"""The confidence cascade as a routing mode: sample the edge k times, keep or escalate.
+
+For one request (``router-cascade``, ``router-cascade-<t>``, or ``router`` when
+``DARS_ROUTING_MODE=cascade``) :meth:`CascadeService.run`
+
+1. declines tools, JSON mode and ``n`` > 1 (:func:`app.cascade_policy.skip_reason`): the
+   trained router decides instead;
+2. with ``DARS_CASCADE_GATE`` set, scores the query with the trained router and sends it
+   straight to the cloud when the score reaches the gate (no samples drawn);
+3. spends k samples from the budget (``DARS_CASCADE_MAX_SAMPLES_PER_S``; empty: the trained
+   router decides), asks the edge model for k answers (:mod:`app.cascade_sampling`) and groups
+   them by meaning (:mod:`app.cascade_meaning`);
+4. computes the semantic entropy, normalised by log k, and escalates when it is above the
+   threshold (the trainer's own ``decide``/``escalates``): otherwise the largest meaning
+   class's answer is kept.
+
+The outcome says what to answer; the route renders it (the kept answer) or forwards the request
+to the cloud through the normal upstream path, with its retries and failover. The entropy
+threshold is a :class:`app.policy.ThresholdState` of its own: admin API, live window and
+calibration to a cloud share work as for the router's threshold.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Literal
+
+from app.cascade_meaning import Meaning, MeaningGrouper, MeaningMode
+from app.cascade_policy import (
+    CascadeSelection,
+    SampleBudget,
+    SkipReason,
+    normalised_entropy,
+    parse_cascade_model,
+    skip_reason,
+)
+from app.cascade_sampling import EdgeSample, EdgeSampler
+from app.errors import InvalidRequest
+from app.policy import MIN_LIVE_SCORES, Decision, Reason, ThresholdState, decide
+from app.protocol import ChatCompletionRequest
+from app.query import query_text
+from app.upstream import UpstreamFailed, UpstreamName, Upstreams, Usage
+from router_models.cascade import decide as decide_samples
+from router_models.cascade import escalates
+
+if TYPE_CHECKING:
+    from app.embedding import BatchingEmbedder, QueryEmbedder
+    from app.metrics import Metrics
+    from app.scoring import Scorer
+    from app.settings import Settings
+
+__all__ = [
+    "CascadeConfig",
+    "CascadeOutcome",
+    "CascadeService",
+    "RouterScore",
+    "build_cascade",
+    "router_score",
+]
+
+logger = logging.getLogger(__name__)
+
+RouterScore = Callable[[ChatCompletionRequest], Awaitable[float]]
+Verdict = Literal["keep", "escalate"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class CascadeConfig:
+    """The cascade's knobs (``DARS_CASCADE_*``, ``DARS_ROUTING_MODE``)."""
+
+    k: int = 3
+    threshold: float = 0.0
+    gate: float | None = None
+    temperature: float = 0.7
+    use_n: bool = False
+    meaning: MeaningMode = "auto"
+    similarity: float = 0.9
+    max_samples_per_s: float | None = None
+    default_mode: Literal["router", "cascade"] = "router"
+    window: int = 1000
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> CascadeConfig:
+        return cls(
+            k=settings.cascade_k,
+            threshold=settings.cascade_threshold,
+            gate=settings.cascade_gate,
+            temperature=settings.cascade_temperature,
+            use_n=settings.cascade_edge_n,
+            meaning=settings.cascade_meaning,
+            similarity=settings.cascade_similarity,
+            max_samples_per_s=settings.cascade_max_samples_per_s,
+            default_mode=settings.routing_mode,
+            window=settings.calibration_window,
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class CascadeOutcome:
+    """What the cascade did with one request, enough to answer it and to explain it.
+
+    ``kept`` is set when the edge answer is the reply (``verdict`` ``keep``); otherwise the
+    request is forwarded to ``route``. ``skipped`` names why no samples decided (the trained
+    router did, or the edge failed and the cloud answers).
+    """
+
+    route: UpstreamName
+    reason: Reason
+    verdict: Verdict | None = None
+    k: int = 0
+    entropy: float | None = None
+    entropy_threshold: float | None = None
+    method: str | None = None
+    clusters: int | None = None
+    score: float | None = None
+    router_threshold: float | None = None
+    skipped: SkipReason | None = None
+    kept: EdgeSample | None = None
+    usage: Usage | None = None
+
+    @property
+    def decision(self) -> Decision:
+        """As a routing decision (``x-dars-route``/``-reason``/``-score``/``-threshold``)."""
+        return Decision(self.route, self.reason, self.score, self.router_threshold)
+
+    def headers(self) -> dict[str, str]:
+        """The cascade's own ``x-dars-*`` headers (the route headers come from the decision)."""
+        headers = {"x-dars-mode": "cascade", "x-dars-k": str(self.k)}
+        if self.verdict is not None:
+            headers["x-dars-decision"] = self.verdict
+        if self.entropy is not None:
+            headers["x-dars-entropy"] = f"{self.entropy:.6f}"
+        if self.entropy_threshold is not None:
+            headers["x-dars-entropy-threshold"] = f"{self.entropy_threshold:.6f}"
+        if self.method is not None and self.clusters is not None:
+            headers["x-dars-meaning"] = self.method
+            headers["x-dars-clusters"] = str(self.clusters)
+        if self.skipped is not None:
+            headers["x-dars-cascade-skipped"] = self.skipped
+        if self.usage is not None:
+            tokens = self.usage.prompt_tokens + self.usage.completion_tokens
+            headers["x-dars-edge-tokens"] = str(tokens)
+        return headers
+
+
+class CascadeService:
+    """The cascade policy; built once in the lifespan, used by the chat route."""
+
+    def __init__(
+        self,
+        config: CascadeConfig,
+        *,
+        upstreams: Upstreams,
+        grouper: MeaningGrouper,
+        score: RouterScore,
+        router_threshold: ThresholdState,
+        metrics: Metrics | None = None,
+        budget: SampleBudget | None = None,
+    ) -> None:
+        if config.k < 2:
+            raise ValueError(f"the cascade needs k >= 2 samples, got {config.k}")
+        self.config = config
+        self.upstreams = upstreams
+        self.sampler = EdgeSampler(upstreams, temperature=config.temperature, use_n=config.use_n)
+        self.grouper = grouper
+        self.score = score
+        self.router_threshold = router_threshold
+        self.metrics = metrics
+        rate = config.max_samples_per_s
+        self.budget = budget or SampleBudget(
+            rate, burst=None if rate is None else max(rate, config.k)
+        )
+        # The live window of normalised entropies (route "cloud" = escalated); no metrics object:
+        # dars_threshold and dars_cloud_share belong to the router's threshold.
+        self.threshold = ThresholdState(config.threshold, window=config.window, source="default")
+        if metrics is not None:
+            metrics.cascade_threshold.set(config.threshold)
+
+    def selection(self, model: str) -> CascadeSelection | None:
+        """The cascade selection of a ``model`` field, ``None`` for another routing mode."""
+        return parse_cascade_model(model, default_mode=self.config.default_mode)
+
+    def set_threshold(self, value: float) -> float:
+        """An operator's entropy threshold (admin API)."""
+        return self._gauge(self.threshold.set(value))
+
+    def calibrate(self, cloud_share: float) -> float:
+        """The entropy threshold escalating about ``cloud_share`` of the recent sampled requests
+        (ties at the threshold stay on the edge: entropies take few distinct values).
+
+        Raises ``InvalidRequest``: a share outside [0, 1], or fewer than ``MIN_LIVE_SCORES``
+        sampled requests so far (code ``calibration_unavailable``).
+        """
+        live = self.threshold.live_scores().size
+        if live < MIN_LIVE_SCORES and cloud_share not in (0.0, 1.0):
+            raise InvalidRequest(
+                f"cannot calibrate the cascade: {live} sampled requests so far "
+                f"(need {MIN_LIVE_SCORES})",
+                param="cloud_share",
+                code="calibration_unavailable",
+            )
+        return self._gauge(self.threshold.calibrate(cloud_share, None))
+
+    def _gauge(self, value: float) -> float:
+        if self.metrics is not None:
+            self.metrics.cascade_threshold.set(value)
+        return value
+
+    async def run(
+        self, request: ChatCompletionRequest, selection: CascadeSelection
+    ) -> CascadeOutcome:
+        """Decide for one request (see the module docstring); may raise the edge's error when
+        sampling fails and failover to the cloud is off."""
+        outcome = await self._run(request, selection)
+        if self.metrics is not None:
+            self.metrics.decisions.labels(route=outcome.route, reason=outcome.reason).inc()
+        return outcome
+
+    async def _run(
+        self, request: ChatCompletionRequest, selection: CascadeSelection
+    ) -> CascadeOutcome:
+        body = request.upstream_body(include_usage=False)
+        skipped = skip_reason(body)
+        if skipped is not None:
+            return await self._by_router(request, skipped, None)
+        score = None
+        gate = self.config.gate
+        if gate is not None:
+            score = await self.score(request)
+            if score >= gate:
+                self._count("gate")
+                return CascadeOutcome(
+                    route="cloud",
+                    reason="gate",
+                    verdict="escalate",
+                    score=score,
+                    router_threshold=gate,
+                )
+        k = self.config.k
+        if not self.budget.take(k):
+            return await self._by_router(request, "budget", score)
+        started = time.perf_counter()
+        try:
+            samples = await self.sampler.sample(body, k)
+        except UpstreamFailed as failed:
+            if self.upstreams.failover_to["edge"] is None or not failed.failures[0].failover:
+                raise failed.error from failed.__cause__
+            logger.warning("%s; the cloud answers instead", failed)
+            self._skip("edge_failed")
+            return CascadeOutcome(
+                route="cloud", reason="fallback", k=k, skipped="edge_failed", score=score
+            )
+        meaning = await self.grouper.group(samples.texts)
+        threshold = selection.threshold if selection.threshold is not None else self.threshold.get()
+        outcome, representative = self._decide(meaning, threshold, score)
+        self.threshold.record(outcome.entropy or 0.0, outcome.route)
+        if self.metrics is not None:
+            self.metrics.cascade_edge_samples.inc(k)
+            self.metrics.cascade_entropy.observe(outcome.entropy or 0.0)
+            self.metrics.latency.labels(stage="cascade").observe(time.perf_counter() - started)
+        self._count(outcome.verdict or "keep")
+        kept = samples.samples[representative] if outcome.verdict == "keep" else None
+        return replace(outcome, kept=kept, usage=samples.usage)
+
+    @staticmethod
+    def _decide(
+        meaning: Meaning, threshold: float, score: float | None
+    ) -> tuple[CascadeOutcome, int]:
+        """The verdict on normalised entropy, and the self-consistency sample's index."""
+        k = len(meaning.labels)
+        samples = decide_samples(meaning.labels, math.inf)  # entropy and representative only
+        entropy = normalised_entropy(samples.entropy, k)
+        escalate = escalates(entropy, threshold)
+        outcome = CascadeOutcome(
+            route="cloud" if escalate else "edge",
+            reason="cascade",
+            verdict="escalate" if escalate else "keep",
+            k=k,
+            entropy=entropy,
+            entropy_threshold=threshold,
+            method=meaning.method,
+            clusters=samples.n_clusters,
+            score=score,
+        )
+        return outcome, samples.representative
+
+    async def _by_router(
+        self, request: ChatCompletionRequest, skipped: SkipReason, score: float | None
+    ) -> CascadeOutcome:
+        """The trained router's decision, for a request the cascade does not sample."""
+        self._skip(skipped)
+        value = await self.score(request) if score is None else score
+        routed = decide(value, self.router_threshold.get())
+        self.router_threshold.record(value, routed.route)
+        return CascadeOutcome(
+            route=routed.route,
+            reason=routed.reason,
+            score=value,
+            router_threshold=routed.threshold,
+            skipped=skipped,
+        )
+
+    def _count(self, verdict: str) -> None:
+        if self.metrics is not None:
+            self.metrics.cascade_decisions.labels(decision=verdict).inc()
+
+    def _skip(self, reason: SkipReason) -> None:
+        if self.metrics is not None:
+            self.metrics.cascade_skipped.labels(reason=reason).inc()
+
+
+def router_score(query_embedder: QueryEmbedder, scorer: Scorer, *, max_chars: int) -> RouterScore:
+    """The trained router's score of a request's query (embedding cache and all)."""
+
+    async def score(request: ChatCompletionRequest) -> float:
+        text = query_text(request, max_chars=max_chars)
+        vector, _ = await query_embedder.embed(text)
+        return await scorer.score(vector, query_length=len(text))
+
+    return score
+
+
+def build_cascade(
+    settings: Settings,
+    *,
+    upstreams: Upstreams,
+    embedder: BatchingEmbedder,
+    query_embedder: QueryEmbedder,
+    scorer: Scorer,
+    router_threshold: ThresholdState,
+    metrics: Metrics,
+) -> CascadeService:
+    """The cascade from the settings and the services the lifespan already built."""
+    config = CascadeConfig.from_settings(settings)
+    grouper = MeaningGrouper(embedder.embed, mode=config.meaning, similarity=config.similarity)
+    score = router_score(query_embedder, scorer, max_chars=settings.query_max_chars)
+    return CascadeService(
+        config,
+        upstreams=upstreams,
+        grouper=grouper,
+        score=score,
+        router_threshold=router_threshold,
+        metrics=metrics,
+    )

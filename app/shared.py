@@ -1,0 +1,323 @@
+"""State shared by replicas through Redis: the threshold and the live score window.
+
+With ``DARS_REDIS_URL`` set, a ``PUT /admin/threshold`` or a calibration on one replica holds on
+every replica within a second and survives restarts; without it each process keeps its own
+(:class:`LocalState`). What lives in Redis::
+
+    dars:threshold          JSON {value, source, calibrated_share, id}: the last change
+    channel dars:threshold  the same JSON, published in one MULTI/EXEC with the SET, so that
+                            messages arrive in the order the writes happened
+    dars:scores             the replicas' recent router scores (calibration's live window),
+                            trimmed to DARS_CALIBRATION_WINDOW
+
+How it stays right: a replica applies every message whose ``id`` it has not applied yet; a
+background loop re-reads ``dars:threshold`` every ``DARS_SHARED_REFRESH_S`` (a lost message, a
+reconnect, a Redis restart) and once at start-up (a restarted replica takes the shared
+threshold, which wins over ``DARS_THRESHOLD`` and the router's default). Only operator and
+calibrated thresholds are published; a router reload applies the reload rule locally.
+
+Redis down never fails or stalls a request: the request path only appends its score to a local
+buffer, flushed by the background loop; admin calls wait at most ``DARS_REDIS_TIMEOUT_S``; every
+call runs behind app.cache's :class:`CircuitBreaker`. A change that could not be written is kept
+locally and written again (not overwritten by the stored one) once Redis answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+import uuid
+from collections import deque
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Protocol, TypeVar
+
+import numpy as np
+from redis import exceptions as redis_exceptions
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from app.cache import CircuitBreaker
+from app.errors import InvalidRequest
+from app.policy import Route, ThresholdSnapshot, ThresholdState
+
+if TYPE_CHECKING:
+    from app.settings import Settings
+
+__all__ = [
+    "SCORES_KEY",
+    "THRESHOLD_CHANNEL",
+    "THRESHOLD_KEY",
+    "LocalState",
+    "RedisSharedState",
+    "SharedState",
+    "build_shared_state",
+    "decode_snapshot",
+    "encode_snapshot",
+]
+
+logger = logging.getLogger(__name__)
+
+THRESHOLD_KEY = "dars:threshold"
+THRESHOLD_CHANNEL = "dars:threshold"
+SCORES_KEY = "dars:scores"
+_TICK_S = 0.2  # score flushes and retries of unwritten changes
+_T = TypeVar("_T")
+_REDIS_ERRORS = (redis_exceptions.RedisError, OSError, TimeoutError)
+
+
+class SharedState(Protocol):
+    """What the service needs to share its threshold and score window."""
+
+    async def start(self) -> None: ...
+
+    async def publish(self) -> None: ...
+
+    async def live_scores(self) -> np.ndarray | None: ...
+
+    async def reset_scores(self) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+class LocalState:
+    """No Redis: the threshold and window are this process's own; every method is a no-op."""
+
+    async def start(self) -> None:
+        return None
+
+    async def publish(self) -> None:
+        return None
+
+    async def live_scores(self) -> np.ndarray | None:
+        return None  # calibrate() then uses this process's window
+
+    async def reset_scores(self) -> None:
+        return None
+
+    async def aclose(self) -> None:
+        return None
+
+
+def encode_snapshot(snapshot: ThresholdSnapshot, change_id: str) -> str:
+    return json.dumps(
+        {
+            "value": snapshot.value,
+            "source": snapshot.source,
+            "calibrated_share": snapshot.calibrated_share,
+            "id": change_id,
+        }
+    )
+
+
+def decode_snapshot(raw: bytes | str) -> tuple[ThresholdSnapshot, str] | None:
+    """The snapshot and change id of a stored or published value; ``None`` if malformed."""
+    try:
+        data = json.loads(raw)
+        source = data["source"]
+        share = data["calibrated_share"]
+        if source not in ("operator", "calibrated", "default") or not isinstance(data["id"], str):
+            return None
+        snapshot = ThresholdSnapshot(
+            value=float(data["value"]),
+            source=source,
+            calibrated_share=None if share is None else float(share),
+        )
+        return snapshot, data["id"]
+    except (ValueError, TypeError, KeyError):
+        return None
+
+
+class RedisSharedState:
+    """The threshold and score window of ``threshold`` shared through Redis (module docstring)."""
+
+    def __init__(
+        self,
+        url: str,
+        threshold: ThresholdState,
+        *,
+        timeout_s: float,
+        refresh_s: float,
+        breaker_failures: int,
+        breaker_reset_s: float,
+    ) -> None:
+        self.threshold = threshold
+        self.timeout_s = timeout_s
+        self.refresh_s = refresh_s
+        self.breaker = CircuitBreaker(failures=breaker_failures, reset_s=breaker_reset_s)
+        self._client = _client(url, read_timeout_s=timeout_s, connect_timeout_s=timeout_s)
+        # Subscriptions block on reads by design: their own client, without a read timeout.
+        self._subscriber = _client(url, read_timeout_s=None, connect_timeout_s=timeout_s)
+        self._scores: deque[float] = deque(maxlen=threshold.window)
+        self._applied_id: str | None = None
+        self._pending = False  # a local change Redis has not stored yet
+        self._tasks: list[asyncio.Task[None]] = []
+        threshold.add_score_listener(self._buffer)
+
+    # --- lifecycle
+
+    async def start(self) -> None:
+        """Take the shared threshold if there is one, then follow changes in the background."""
+        await self._reread()
+        self._tasks = [
+            asyncio.create_task(self._listen(), name="dars-shared-listen"),
+            asyncio.create_task(self._tick(), name="dars-shared-tick"),
+        ]
+
+    async def aclose(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self._flush()
+        for client in (self._client, self._subscriber):
+            with contextlib.suppress(*_REDIS_ERRORS):
+                await client.aclose()
+
+    # --- the service's calls
+
+    async def publish(self) -> None:
+        """Store and announce this replica's threshold; kept for a retry when Redis fails."""
+        change_id = uuid.uuid4().hex
+        payload = encode_snapshot(self.threshold.snapshot(), change_id)
+        retry = self._pending
+        self._applied_id, self._pending = change_id, True
+        async with self._client.pipeline(transaction=True) as pipe:
+            pipe.set(THRESHOLD_KEY, payload)
+            pipe.publish(THRESHOLD_CHANNEL, payload)
+            ok, _ = await self._call(pipe.execute())
+        if ok and self._applied_id == change_id:
+            self._pending = False
+        elif not ok and not retry:
+            logger.warning("shared threshold not stored (Redis unavailable); will retry")
+
+    async def live_scores(self) -> np.ndarray | None:
+        """The replicas' shared score window, ``None`` when Redis does not answer."""
+        await self._flush()
+        ok, raw = await self._call(self._client.lrange(SCORES_KEY, 0, -1))
+        if not ok or raw is None:
+            return None
+        try:
+            return np.array([float(item) for item in raw], dtype=np.float64)
+        except ValueError:
+            return None
+
+    async def reset_scores(self) -> None:
+        """Empty the shared window (a new router's scores say nothing of the old one's)."""
+        self._scores.clear()
+        await self._call(self._client.delete(SCORES_KEY))
+
+    # --- background
+
+    def _buffer(self, score: float, route: Route) -> None:
+        self._scores.append(score)  # the request path: no I/O here
+
+    async def _flush(self) -> None:
+        if not self._scores:
+            return
+        scores = [repr(score) for score in self._scores]
+        self._scores.clear()
+        async with self._client.pipeline(transaction=False) as pipe:
+            pipe.rpush(SCORES_KEY, *scores)
+            pipe.ltrim(SCORES_KEY, -self.threshold.window, -1)
+            await self._call(pipe.execute())  # lost on failure: it is a sample window
+
+    async def _tick(self) -> None:
+        last_read = time.monotonic()
+        while True:
+            await asyncio.sleep(_TICK_S)
+            try:
+                await self._flush()
+                if self._pending:
+                    await self.publish()
+                elif time.monotonic() - last_read >= self.refresh_s:
+                    last_read = time.monotonic()
+                    await self._reread()
+            except Exception as exc:  # the loop must outlive any surprise
+                logger.warning("shared state refresh failed", exc_info=exc)
+
+    async def _reread(self) -> None:
+        if self._pending:
+            return
+        ok, raw = await self._call(self._client.get(THRESHOLD_KEY))
+        if ok and isinstance(raw, bytes | str):
+            self._apply(raw)
+
+    def _apply(self, raw: bytes | str) -> None:
+        decoded = decode_snapshot(raw)
+        if decoded is None:
+            logger.warning("ignoring a malformed shared threshold")
+            return
+        snapshot, change_id = decoded
+        if change_id == self._applied_id or self._pending:
+            return
+        try:
+            self.threshold.apply(snapshot)
+        except InvalidRequest:
+            logger.warning("ignoring a shared threshold out of [0, 1]")
+            return
+        self._applied_id = change_id
+        logger.info("threshold %.4f (%s) from another replica", snapshot.value, snapshot.source)
+
+    async def _listen(self) -> None:
+        """Follow the channel; reconnect after ``refresh_s`` and re-read whatever was missed."""
+        while True:
+            try:
+                async with self._subscriber.pubsub() as pubsub:
+                    await asyncio.wait_for(pubsub.subscribe(THRESHOLD_CHANNEL), self.refresh_s)
+                    await self._reread()  # changes made while unsubscribed
+                    while True:
+                        message = await pubsub.get_message(
+                            ignore_subscribe_messages=True, timeout=self.refresh_s
+                        )
+                        if message is not None and message.get("type") == "message":
+                            self._apply(message["data"])
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # Redis down or gone: try again later
+                logger.debug("threshold subscription lost: %s: %s", type(exc).__name__, exc)
+            await asyncio.sleep(self.refresh_s)
+
+    async def _call(self, operation: Awaitable[_T]) -> tuple[bool, _T | None]:
+        """One Redis command under the timeout and the breaker; ``(False, None)`` on failure."""
+        if not self.breaker.allow():
+            if asyncio.iscoroutine(operation):
+                operation.close()
+            return False, None
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                result = await operation
+        except _REDIS_ERRORS as exc:
+            logger.debug("shared state: Redis call failed: %s: %s", type(exc).__name__, exc)
+            self.breaker.record_failure()
+            return False, None
+        self.breaker.record_success()
+        return True, result
+
+
+def _client(url: str, *, read_timeout_s: float | None, connect_timeout_s: float) -> Redis:
+    # No redis-py retries: the breaker is the retry policy (as in app.cache).
+    return Redis.from_url(
+        url,
+        socket_timeout=read_timeout_s,
+        socket_connect_timeout=connect_timeout_s,
+        retry=Retry(NoBackoff(), 0),
+    )
+
+
+def build_shared_state(settings: Settings, threshold: ThresholdState) -> SharedState:
+    """Redis-backed when ``DARS_REDIS_URL`` is set (no connection made here), else local."""
+    if settings.redis_url is None:
+        return LocalState()
+    return RedisSharedState(
+        settings.redis_url.get_secret_value(),
+        threshold,
+        timeout_s=settings.redis_timeout_s,
+        refresh_s=settings.shared_refresh_s,
+        breaker_failures=settings.redis_breaker_failures,
+        breaker_reset_s=settings.redis_breaker_reset_s,
+    )
