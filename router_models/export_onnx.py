@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from onnx import TensorProto
 from router_models.contract import (
     DEFAULT_QUERY_MAX_CHARS,
     INPUT_NAME,
+    LABEL_SCHEMES,
     LENGTH_INPUT_NAME,
     META_CALIBRATION,
     META_DEFAULT_THRESHOLD,
@@ -30,25 +31,34 @@ from router_models.contract import (
     META_MODELS,
     META_ROUTER,
     OUTPUT_NAME,
+    QUALITY_OUTPUT_NAME,
     Calibration,
+    ContractError,
+    RouterSignature,
+    TensorSpec,
+    check_dry_run,
+    check_router_signature,
+    models_json,
 )
 from router_models.estimators.base import FloatArray, unit_rows
-from router_models.registry import ROUTERS
+from router_models.registry import QUALITY_ROUTERS, ROUTERS
 
 __all__ = [
     "LABEL_SCHEMES",
     "REQUIRED_METADATA",
     "RouterExportError",
     "build_metadata",
+    "build_quality_metadata",
     "check_router_model",
+    "load_router_quality",
     "load_router_scores",
     "read_metadata",
     "router_input_names",
     "router_session",
     "save_router",
+    "tensor_specs_from_onnx",
 ]
 
-LABEL_SCHEMES = ("single-shot", "dars", "semantic-entropy")
 REQUIRED_METADATA = (
     META_EMBEDDING_MODEL,
     META_EMBEDDING_DIM,
@@ -104,51 +114,69 @@ def build_metadata(
     }
 
 
+def build_quality_metadata(
+    *,
+    embedding_model_id: str,
+    embedding_dim: int,
+    label_scheme: str,
+    models: Sequence[str],
+    router: str,
+) -> dict[str, str]:
+    """The ``metadata_props`` of a K-model (contract v2) router file, validated, as strings.
+
+    ``models`` is the order of the ``quality`` columns; ``router`` is a quality-router kind.
+    """
+    if not embedding_model_id:
+        raise ValueError("embedding_model_id must not be empty")
+    if int(embedding_dim) < 1:
+        raise ValueError("embedding_dim must be positive")
+    if label_scheme not in LABEL_SCHEMES:
+        raise ValueError(f"label_scheme must be one of {LABEL_SCHEMES}, not {label_scheme!r}")
+    if router not in QUALITY_ROUTERS:
+        raise ValueError(f"router must be one of {sorted(QUALITY_ROUTERS)}, not {router!r}")
+    return {
+        META_EMBEDDING_MODEL: embedding_model_id,
+        META_EMBEDDING_DIM: str(int(embedding_dim)),
+        META_LABEL_SCHEME: label_scheme,
+        META_MODELS: models_json(models),
+        META_ROUTER: router,
+    }
+
+
 def _metadata_of(model: onnx.ModelProto) -> dict[str, str]:
     return {entry.key: entry.value for entry in model.metadata_props}
 
 
-def check_router_model(model: onnx.ModelProto, *, require_metadata: bool = True) -> None:
-    """Raise :class:`RouterExportError` unless ``model`` follows the router contract."""
+def tensor_specs_from_onnx(model: onnx.ModelProto) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    """(inputs, outputs) of an ONNX graph, initialisers excluded, as the contract describes them."""
+    constants = {t.name for t in model.graph.initializer}
+
+    def spec(value: onnx.ValueInfoProto) -> TensorSpec:
+        tensor = value.type.tensor_type
+        elem = "float" if tensor.elem_type == TensorProto.FLOAT else str(tensor.elem_type)
+        dims = tuple(d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim)
+        return TensorSpec(value.name, elem, dims)
+
+    inputs = [spec(i) for i in model.graph.input if i.name not in constants]
+    return inputs, [spec(o) for o in model.graph.output]
+
+
+def check_router_model(model: onnx.ModelProto, *, require_metadata: bool = True) -> RouterSignature:
+    """Raise :class:`RouterExportError` unless ``model`` follows the router contract (v1 or v2).
+
+    The checks after ``onnx.checker`` are the contract's own (:func:`check_router_signature`).
+    """
     try:
         onnx.checker.check_model(model, full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
         raise RouterExportError(f"ONNX checker rejected the router: {exc}") from exc
-    graph = model.graph
-    inputs = [i for i in graph.input if i.name not in {t.name for t in graph.initializer}]
-    names = [i.name for i in inputs]
-    if names not in ([INPUT_NAME], [INPUT_NAME, LENGTH_INPUT_NAME]) or [
-        o.name for o in graph.output
-    ] != [OUTPUT_NAME]:
-        raise RouterExportError(
-            f"router must map the input {INPUT_NAME!r} (and optionally {LENGTH_INPUT_NAME!r}) "
-            f"to one output {OUTPUT_NAME!r}, has inputs {names}"
-        )
-    if len(inputs) == 2:
-        length_type = inputs[1].type.tensor_type
-        if length_type.elem_type != TensorProto.FLOAT or len(length_type.shape.dim) != 1:
-            raise RouterExportError(f"{LENGTH_INPUT_NAME!r} must be float32 [batch]")
-        if length_type.shape.dim[0].HasField("dim_value"):
-            raise RouterExportError(f"{LENGTH_INPUT_NAME!r} needs a dynamic batch")
-    in_type, out_type = inputs[0].type.tensor_type, graph.output[0].type.tensor_type
-    if in_type.elem_type != TensorProto.FLOAT or len(in_type.shape.dim) != 2:
-        raise RouterExportError(f"{INPUT_NAME!r} must be float32 [batch, dim]")
-    if out_type.elem_type != TensorProto.FLOAT or len(out_type.shape.dim) != 1:
-        raise RouterExportError(f"{OUTPUT_NAME!r} must be float32 [batch]")
-    if in_type.shape.dim[0].HasField("dim_value") or not in_type.shape.dim[1].dim_value:
-        raise RouterExportError(f"{INPUT_NAME!r} needs a dynamic batch and a fixed dimension")
-    if not require_metadata:
-        return
-    metadata = _metadata_of(model)
-    missing = [key for key in REQUIRED_METADATA if key not in metadata]
-    if missing:
-        raise RouterExportError(f"router metadata lacks {missing}")
-    if metadata[META_EMBEDDING_DIM] != str(in_type.shape.dim[1].dim_value):
-        raise RouterExportError(f"{META_EMBEDDING_DIM} does not match the input dimension")
+    inputs, outputs = tensor_specs_from_onnx(model)
     try:
-        Calibration.from_json(metadata[META_CALIBRATION])
-    except (ValueError, KeyError, TypeError) as exc:
-        raise RouterExportError(f"{META_CALIBRATION} is not valid: {exc}") from exc
+        return check_router_signature(
+            inputs, outputs, _metadata_of(model) if require_metadata else None
+        )
+    except ContractError as exc:
+        raise RouterExportError(str(exc)) from exc
 
 
 def router_session(model: onnx.ModelProto | str | Path, *, intra_op_num_threads: int = 1) -> Any:
@@ -167,6 +195,44 @@ def router_input_names(session: Any) -> list[str]:
     return [arg.name for arg in session.get_inputs()]
 
 
+def _run_router(
+    model: onnx.ModelProto | str | Path | Any,
+    X: Any,
+    outputs: Sequence[str],
+    *,
+    query_length: Any,
+    intra_op_num_threads: int,
+) -> list[Any]:
+    """Named outputs of a router (file, ``ModelProto`` or open session) on ``X``."""
+    session = (
+        model
+        if hasattr(model, "run")
+        else router_session(model, intra_op_num_threads=intra_op_num_threads)
+    )
+    batch = np.ascontiguousarray(X, dtype=np.float32)
+    feed = {INPUT_NAME: batch}
+    if LENGTH_INPUT_NAME in router_input_names(session):
+        if query_length is None:
+            raise ValueError(f"this router needs {LENGTH_INPUT_NAME!r} as well as {INPUT_NAME!r}")
+        feed[LENGTH_INPUT_NAME] = np.ascontiguousarray(query_length, dtype=np.float32)
+    result: list[Any] = session.run(list(outputs), feed)
+    return result
+
+
+def _load_output(
+    name: str,
+    model: onnx.ModelProto | str | Path | Any,
+    X: Any,
+    query_length: Any,
+    intra_op_num_threads: int,
+) -> FloatArray:
+    (values,) = _run_router(
+        model, X, [name], query_length=query_length, intra_op_num_threads=intra_op_num_threads
+    )
+    out: FloatArray = np.asarray(values, dtype=np.float64)
+    return out
+
+
 def load_router_scores(
     model: onnx.ModelProto | str | Path | Any,
     X: Any,
@@ -179,20 +245,18 @@ def load_router_scores(
     ``query_length`` (characters per query, see ``contract.query_lengths``) is fed when the
     graph has the ``query_length`` input, which then requires it; other routers ignore it.
     """
-    session = (
-        model
-        if hasattr(model, "run")
-        else router_session(model, intra_op_num_threads=intra_op_num_threads)
-    )
-    batch = np.ascontiguousarray(X, dtype=np.float32)
-    feed = {INPUT_NAME: batch}
-    if LENGTH_INPUT_NAME in router_input_names(session):
-        if query_length is None:
-            raise ValueError(f"this router needs {LENGTH_INPUT_NAME!r} as well as {INPUT_NAME!r}")
-        feed[LENGTH_INPUT_NAME] = np.ascontiguousarray(query_length, dtype=np.float32)
-    (scores,) = session.run([OUTPUT_NAME], feed)
-    out: FloatArray = np.asarray(scores, dtype=np.float64)
-    return out
+    return _load_output(OUTPUT_NAME, model, X, query_length, intra_op_num_threads)
+
+
+def load_router_quality(
+    model: onnx.ModelProto | str | Path | Any,
+    X: Any,
+    *,
+    query_length: Any = None,
+    intra_op_num_threads: int = 1,
+) -> FloatArray:
+    """Predicted per-model qualities ``[n, K]`` of ``X`` under a contract-v2 router."""
+    return _load_output(QUALITY_OUTPUT_NAME, model, X, query_length, intra_op_num_threads)
 
 
 def read_metadata(model: onnx.ModelProto | str | Path) -> dict[str, str]:
@@ -210,7 +274,7 @@ def save_router(model: onnx.ModelProto, path: str | Path, *, require_metadata: b
         The model breaks the contract, or onnxruntime cannot load or run it; ``path`` is
         then left untouched.
     """
-    check_router_model(model, require_metadata=require_metadata)
+    signature = check_router_model(model, require_metadata=require_metadata)
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(f".{target.name}.partial")
@@ -220,13 +284,21 @@ def save_router(model: onnx.ModelProto, path: str | Path, *, require_metadata: b
         batch = unit_rows(np.random.default_rng(0).standard_normal((_DUMMY_BATCH, dim)))
         lengths = np.linspace(0.0, DEFAULT_QUERY_MAX_CHARS, _DUMMY_BATCH)  # unused if no input
         try:
-            scores = load_router_scores(partial, batch, query_length=lengths)
+            values = _run_router(
+                partial,
+                batch,
+                signature.outputs,
+                query_length=lengths,
+                intra_op_num_threads=1,
+            )
         except Exception as exc:  # onnxruntime raises its own untyped pybind errors
             raise RouterExportError(f"onnxruntime could not run the router: {exc}") from exc
-        if scores.shape != (_DUMMY_BATCH,) or not np.all(np.isfinite(scores)):
-            raise RouterExportError(f"router returned {scores!r} for a dummy batch")
-        if np.any(scores < 0.0) or np.any(scores > 1.0):
-            raise RouterExportError("router scores must lie within [0, 1]")
+        try:
+            check_dry_run(
+                dict(zip(signature.outputs, values, strict=True)), _DUMMY_BATCH, signature
+            )
+        except ContractError as exc:
+            raise RouterExportError(str(exc)) from exc
         os.replace(partial, target)
     finally:
         partial.unlink(missing_ok=True)

@@ -1,4 +1,10 @@
-"""The one table of router kinds: CLI choices, configs and the ``dars.router`` metadata use it."""
+"""The one table of router kinds: CLI choices, configs and the ``dars.router`` metadata use it.
+
+``ROUTERS`` are the two-model routers (output ``score``); ``QUALITY_ROUTERS`` the K-model
+routers of contract v2 (output ``quality``). :func:`make_router` and :func:`router_kind` know
+both. The embedding routers' table itself lives in ``estimators.kinds``, so that the
+estimators never import this module (no import cycle).
+"""
 
 from __future__ import annotations
 
@@ -6,49 +12,59 @@ import inspect
 from typing import Any
 
 from router_models.estimators import (
-    KNNRouter,
+    KNNQualityRouter,
     LengthAwareRouter,
-    MatrixFactorizationRouter,
-    MLPRouter,
+    MFQualityRouter,
+    MLPQualityRouter,
+    QualityRouterMixin,
     RouterMixin,
-    SWRankingRouter,
 )
+from router_models.estimators.kinds import EMBEDDING_ROUTERS, make_from_table
 
-__all__ = ["ROUTERS", "accepts_query_length", "make_router", "router_kind"]
+__all__ = [
+    "QUALITY_ROUTERS",
+    "ROUTERS",
+    "accepts_query_length",
+    "is_quality_router",
+    "make_router",
+    "router_kind",
+]
 
 ROUTERS: dict[str, type[RouterMixin]] = {
-    "knn": KNNRouter,
-    "mlp": MLPRouter,
-    "mf": MatrixFactorizationRouter,
-    "sw_ranking": SWRankingRouter,
+    **EMBEDDING_ROUTERS,
     "length_aware": LengthAwareRouter,
 }
+QUALITY_ROUTERS: dict[str, type[QualityRouterMixin]] = {
+    "knn_quality": KNNQualityRouter,
+    "mf_quality": MFQualityRouter,
+    "mlp_quality": MLPQualityRouter,
+}
+_ALL: dict[str, type[RouterMixin]] = {**ROUTERS, **QUALITY_ROUTERS}
 
 
 def make_router(kind: str, **params: Any) -> Any:
-    """A fresh, unfitted router of ``kind`` with ``params`` (its constructor keywords).
+    """A fresh, unfitted router of ``kind`` (either table) with ``params``.
 
     Raises
     ------
     ValueError
         Unknown kind, or a keyword the router does not take.
     """
-    try:
-        cls = ROUTERS[kind]
-    except KeyError as exc:
-        raise ValueError(f"unknown router {kind!r}; choose one of {sorted(ROUTERS)}") from exc
-    try:
-        return cls(**params)
-    except TypeError as exc:
-        raise ValueError(f"bad parameters for router {kind!r}: {exc}") from exc
+    return make_from_table(_ALL, kind, **params)
 
 
 def router_kind(estimator: object) -> str:
     """The registry key of a router instance (what ``dars.router`` records)."""
-    for kind, cls in ROUTERS.items():
+    for kind, cls in _ALL.items():
         if type(estimator) is cls:
             return kind
     raise ValueError(f"{type(estimator).__name__} is not a registered router")
+
+
+def is_quality_router(estimator: object) -> bool:
+    """Whether a router (class or instance) predicts K qualities (contract v2)."""
+    cls = estimator if isinstance(estimator, type) else type(estimator)
+    return issubclass(cls, QualityRouterMixin)
 
 
 def accepts_query_length(estimator: object) -> bool:

@@ -43,6 +43,8 @@ __all__ = [
     "cosine_to",
     "fit_torch",
     "float32_values",
+    "mlp_logits",
+    "router_model",
     "seed_from",
     "sigmoid",
     "subsample_indices",
@@ -75,6 +77,15 @@ def float32_values(array: Any) -> FloatArray:
 def cosine_to(X: FloatArray, points: FloatArray) -> FloatArray:
     """Cosine of every row of ``X`` to every stored unit-norm point (memory-based routers)."""
     out: FloatArray = unit_rows(X) @ points.T
+    return out
+
+
+def mlp_logits(X: FloatArray, coefs: list[FloatArray], intercepts: list[FloatArray]) -> FloatArray:
+    """Output-layer pre-activations of a ReLU perceptron stored as numpy weights."""
+    h = X
+    for coef, intercept in zip(coefs[:-1], intercepts[:-1], strict=True):
+        h = np.maximum(h @ coef + intercept, 0.0)
+    out: FloatArray = h @ coefs[-1] + intercepts[-1]
     return out
 
 
@@ -166,6 +177,17 @@ class GraphBuilder:
         """ONNX twin of :func:`cosine_to`: ``[batch, n_points]`` cosines to stored points."""
         return self.op("MatMul", self.unit_rows(x), self.const(points.T, "points"))
 
+    def mlp_logits(self, x: str, coefs: list[FloatArray], intercepts: list[FloatArray]) -> str:
+        """ONNX twin of :func:`mlp_logits`."""
+        h = x
+        for i, (coef, intercept) in enumerate(zip(coefs, intercepts, strict=True)):
+            h = self.op(
+                "Add", self.op("MatMul", h, self.const(coef, "W")), self.const(intercept, "b")
+            )
+            if i < len(coefs) - 1:
+                h = self.op("Relu", h)
+        return h
+
     def to_vector(self, column: str, output: str | None = None) -> str:
         """``[batch, 1]`` to ``[batch]``."""
         return self.op("Reshape", column, self.const([-1], dtype=np.int64), output=output)
@@ -238,26 +260,38 @@ class RouterMixin:
         builder = GraphBuilder()
         self._build_onnx(builder, INPUT_NAME, OUTPUT_NAME)
         dim = int(self.n_features_in_)  # type: ignore[attr-defined]
-        graph = helper.make_graph(
-            builder.nodes,
-            f"dars_{type(self).__name__}",
-            self._onnx_inputs(dim),
-            [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["batch"])],
-            initializer=builder.initializers,
-        )
-        model = helper.make_model(
-            graph,
-            opset_imports=[helper.make_opsetid("", ONNX_OPSET)],
-            producer_name=_PRODUCER,
-            doc_string=(type(self).__doc__ or "").strip().splitlines()[0],
-        )
-        model.ir_version = ONNX_IR_VERSION
-        for key, value in (metadata or {}).items():
-            if not isinstance(key, str) or not isinstance(value, str):
-                raise TypeError("ONNX metadata keys and values must be strings")
-            model.metadata_props.append(onnx.StringStringEntryProto(key=key, value=value))
-        onnx.checker.check_model(model)
-        return model
+        output = helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["batch"])
+        return router_model(self, builder, self._onnx_inputs(dim), [output], metadata)
+
+
+def router_model(
+    estimator: object,
+    builder: GraphBuilder,
+    inputs: list[onnx.ValueInfoProto],
+    outputs: list[onnx.ValueInfoProto],
+    metadata: Mapping[str, str] | None,
+) -> onnx.ModelProto:
+    """The checked ONNX model of a built graph: opset, IR version, producer and metadata."""
+    graph = helper.make_graph(
+        builder.nodes,
+        f"dars_{type(estimator).__name__}",
+        inputs,
+        outputs,
+        initializer=builder.initializers,
+    )
+    model = helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", ONNX_OPSET)],
+        producer_name=_PRODUCER,
+        doc_string=(type(estimator).__doc__ or "").strip().splitlines()[0],
+    )
+    model.ir_version = ONNX_IR_VERSION
+    for key, value in (metadata or {}).items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise TypeError("ONNX metadata keys and values must be strings")
+        model.metadata_props.append(onnx.StringStringEntryProto(key=key, value=value))
+    onnx.checker.check_model(model)
+    return model
 
 
 @dataclass(frozen=True)

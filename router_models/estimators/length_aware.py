@@ -35,6 +35,7 @@ from router_models.estimators.base import (
     seed_from,
     sigmoid,
 )
+from router_models.estimators.kinds import EMBEDDING_ROUTERS, make_from_table
 
 __all__ = ["LengthAwareRouter", "check_query_length", "fit_logistic"]
 
@@ -110,7 +111,7 @@ class LengthAwareRouter(RouterMixin, RegressorMixin, BaseEstimator):  # type: ig
     Parameters
     ----------
     base_router : str, default="sw_ranking"
-        Registry kind of the embedding router (``knn``, ``mlp``, ``mf``, ``sw_ranking``).
+        Kind of the embedding router (``knn``, ``mlp``, ``mf``, ``sw_ranking``).
     base_params : dict or None, default=None
         Its constructor keywords. ``random_state`` defaults to a seed drawn from this
         router's ``random_state`` when the base takes one.
@@ -172,13 +173,11 @@ class LengthAwareRouter(RouterMixin, RegressorMixin, BaseEstimator):  # type: ig
         self.random_state = random_state
 
     def _make_base(self, seed: int) -> Any:
-        from router_models.registry import ROUTERS, make_router
-
         params = dict(self.base_params or {})
-        kind = ROUTERS.get(self.base_router)
+        kind = EMBEDDING_ROUTERS.get(self.base_router)
         if kind is not None and "random_state" in inspect.signature(kind).parameters:
             params.setdefault("random_state", seed)
-        return make_router(self.base_router, **params)
+        return make_from_table(EMBEDDING_ROUTERS, self.base_router, **params)
 
     def _features(self, base_score: FloatArray, length: FloatArray) -> FloatArray:
         standard = (np.log1p(length) - self.length_center_) / self.length_scale_

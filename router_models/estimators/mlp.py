@@ -6,7 +6,6 @@ import itertools
 from numbers import Integral
 from typing import Any, ClassVar, Self
 
-import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin
 
 from router_models.estimators.base import (
@@ -15,6 +14,7 @@ from router_models.estimators.base import (
     GraphBuilder,
     TorchRouterMixin,
     float32_values,
+    mlp_logits,
     seed_from,
     sigmoid,
 )
@@ -115,21 +115,12 @@ class MLPRouter(TorchRouterMixin, RegressorMixin, BaseEstimator):  # type: ignor
         return self
 
     def _logits(self, X: Any) -> FloatArray:
-        h = self._validate_predict(X)
-        for coef, intercept in zip(self.coefs_[:-1], self.intercepts_[:-1], strict=True):
-            h = np.maximum(h @ coef + intercept, 0.0)
-        out: FloatArray = (h @ self.coefs_[-1] + self.intercepts_[-1]).reshape(-1)
-        return out
+        return mlp_logits(self._validate_predict(X), self.coefs_, self.intercepts_).reshape(-1)
 
     def predict(self, X: Any) -> FloatArray:
         """Probability that the strong model is needed, per query."""
         return sigmoid(self._logits(X))
 
     def _build_onnx(self, g: GraphBuilder, embedding: str, output: str) -> None:
-        h = embedding
-        last = len(self.coefs_) - 1
-        for i, (coef, intercept) in enumerate(zip(self.coefs_, self.intercepts_, strict=True)):
-            h = g.op("Add", g.op("MatMul", h, g.const(coef, "W")), g.const(intercept, "b"))
-            if i < last:
-                h = g.op("Relu", h)
-        g.to_vector(g.op("Sigmoid", h), output=output)
+        logits = g.mlp_logits(embedding, self.coefs_, self.intercepts_)
+        g.to_vector(g.op("Sigmoid", logits), output=output)

@@ -11,6 +11,9 @@ compared on the same queries.
 - ``semantic-entropy``: responses clustered into meaning classes; the model with clearly
   lower semantic entropy wins (Confidence-Driven Router, eq. 2-4).
 
+For K models, :func:`quality_labels` gives per (query, model) cell the mean quality, its
+spread and its observation count (missing cells allowed), under ``dars`` or ``single-shot``.
+
 ``docs/observations.md`` describes each scheme's choices (ties, costs, priors, weights).
 """
 
@@ -37,6 +40,7 @@ from router_models.labels.pairs import (
     model_pairs,
     multi_pair_labels,
 )
+from router_models.labels.quality import QUALITY_SCHEMES, QualityLabels, quality_labels
 from router_models.labels.single_shot import single_shot_labels
 
 __all__ = [
@@ -44,12 +48,14 @@ __all__ = [
     "DEFAULT_LAMBDA",
     "DEFAULT_TAU",
     "PAIR_MAPPINGS",
+    "QUALITY_SCHEMES",
     "SCHEMES",
     "ClusterMode",
     "LabelSet",
     "ModelPair",
     "ModelStats",
     "NliEquivalence",
+    "QualityLabels",
     "QueryPair",
     "capability_stats",
     "choose_pair",
@@ -63,6 +69,7 @@ __all__ = [
     "multi_pair_labels",
     "pair_observations",
     "prob_beta_greater",
+    "quality_labels",
     "semantic_entropy",
     "semantic_entropy_labels",
     "single_shot_labels",

@@ -11,10 +11,10 @@ from router_models.labels.base import LabelSet
 from router_models.labels.capability import label_set_from_pairs, pair_observations, pair_stats
 from router_models.observations import Observation
 
-__all__ = ["single_shot_labels"]
+__all__ = ["draw_index", "single_shot_labels"]
 
 
-def _draw(seed: int, query_id: str, model: str, n: int) -> int:
+def draw_index(seed: int, query_id: str, model: str, n: int) -> int:
     """A seeded index in [0, n) that depends only on (seed, query, model): stable under
     reordering or extending the data, unlike one generator consumed in file order."""
     digest = hashlib.blake2b(f"{seed}\0{query_id}\0{model}".encode(), digest_size=8).digest()
@@ -42,8 +42,8 @@ def single_shot_labels(
     pairs = pair_observations(observations, weak, strong)
     target = np.empty(len(pairs))
     for i, pair in enumerate(pairs):
-        s_weak = pair.weak[_draw(seed, pair.query_id, weak, len(pair.weak))].score
-        s_strong = pair.strong[_draw(seed, pair.query_id, strong, len(pair.strong))].score
+        s_weak = pair.weak[draw_index(seed, pair.query_id, weak, len(pair.weak))].score
+        s_strong = pair.strong[draw_index(seed, pair.query_id, strong, len(pair.strong))].score
         diff = float(s_strong or 0.0) - float(s_weak or 0.0)
         target[i] = tie_target if abs(diff) <= tie_margin else float(diff > 0)
     weak_stats, strong_stats, cost_source = pair_stats(pairs, costs)
