@@ -25,7 +25,7 @@ __all__ = [
 # Known label values: every combination is exported as 0 from start-up, so that dashboards and
 # alerts see a series before the first event (Prometheus' "avoid missing metrics" practice).
 ROUTES: tuple[str, ...] = ("edge", "cloud")
-REASONS: tuple[str, ...] = ("threshold", "forced", "fallback")
+REASONS: tuple[str, ...] = ("threshold", "forced", "fallback", "cascade", "gate")
 LATENCY_STAGES: tuple[str, ...] = (
     "embedding", "scoring", "decision", "upstream_ttfb", "upstream_total", "cascade",
 )  # fmt: skip

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import get_args
 
 from prometheus_client import generate_latest
 
 from app.metrics import REASONS, ROUTES, UPSTREAM_ERROR_KINDS, Metrics
+from app.policy import Reason
 
 UPSTREAM = Path(__file__).resolve().parents[3] / "app" / "upstream.py"
 
@@ -33,3 +35,7 @@ def test_series_exist_before_any_event() -> None:
     assert 'dars_upstream_retries_total{upstream="cloud"} 0.0' in text
     assert 'dars_cache_requests_total{backend="redis",result="error"} 0.0' in text
     assert "dars_build_info{version=" in text
+
+
+def test_every_routing_reason_is_initialised() -> None:
+    assert set(get_args(Reason)) == set(REASONS)
