@@ -1,7 +1,9 @@
 """``dars-router``: ``serve`` runs the service; ``route "<text>"`` prints a query's score and route.
 
-Configuration comes from ``DARS_*`` variables (and ``.env``), as for the service. A missing
-router model is an operator error with a known fix, so it is a message and exit code 2, never a
+Configuration comes from ``DARS_*`` variables (and ``.env``), as for the service. With no
+upstream configured, ``serve`` starts the local models first (``app.local_models``) and stops
+them when it exits. A missing router model, missing local model files or half-configured
+upstreams are operator errors with a known fix, so each is a message and exit code 2, never a
 traceback.
 """
 
@@ -9,10 +11,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import sys
 from collections.abc import Sequence
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, ExitStack
+from types import FrameType
 
+from app import local_models
 from app.errors import DarsError
 from app.scoring import RouterLoadError
 from app.settings import Settings, get_settings
@@ -38,18 +43,44 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Stopped(Exception):
+    """SIGINT/SIGTERM reached ``serve`` (internal): unwind so that the local models stop."""
+
+
+def _raise_stopped(signum: int, frame: FrameType | None) -> None:
+    raise _Stopped(signum)
+
+
 def _serve(settings: Settings, host: str | None, port: int | None) -> int:
     import uvicorn
 
     from app.main import create_app, router_model_path
 
     router_model_path(settings)  # fail here, with the how-to, before loading anything
-    uvicorn.run(
-        create_app(settings),
-        host=host or settings.host,
-        port=settings.port if port is None else port,
-        log_level=settings.log_level,
-    )
+    # uvicorn drains on SIGINT/SIGTERM, restores the handlers it found, then raises the signal
+    # again; with the default handlers SIGTERM would kill this process before it stops the
+    # local models, so those handlers unwind the stack instead (also during their start-up).
+    previous = {sig: signal.signal(sig, _raise_stopped) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with ExitStack() as stack:
+            if local_models.wants_local_models(settings):
+                cache = local_models.cache_dir()
+                running = stack.enter_context(
+                    local_models.start_local_models(settings, cache / "models", cache / "run")
+                )
+                settings = local_models.settings_for(settings, running)
+                print(local_models.describe(running), flush=True)
+            uvicorn.run(
+                create_app(settings),
+                host=host or settings.host,
+                port=settings.port if port is None else port,
+                log_level=settings.log_level,
+            )
+    except _Stopped:
+        pass  # stopped on request, cleanly
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     return 0
 
 
@@ -58,21 +89,31 @@ async def _route(settings: Settings, text: str, threshold: float | None) -> str:
     from app.api.chat import route_headers, route_request
     from app.main import build_services
     from app.protocol import ChatCompletionRequest, ChatMessage
-    from app.query import query_text
+    from app.query import query_policy, query_text
 
     request = ChatCompletionRequest(
         model="router", messages=[ChatMessage(role="user", content=text)]
     )
-    query_text(request, max_chars=settings.query_max_chars)  # reject no text before loading
+    query_text(request, query_policy(settings, {}))  # reject no text before loading
+    # Nothing is forwarded, but the shared build path makes upstream clients: unset URLs get a
+    # reserved name that never resolves (RFC 6761 .invalid), so no default reaches anyone.
+    settings = settings.model_copy(
+        update={
+            f"{name}_base_url": f"http://{name}-not-configured.invalid/v1"
+            for name in ("edge", "cloud")
+            if getattr(settings, f"{name}_base_url") is None
+        }
+    )
     async with AsyncExitStack() as stack:
         services = await build_services(settings, stack)
         if threshold is not None:
             services.threshold.set(threshold)
         decision = (await route_request(request, services, record=False)).decision
+        model = services.upstreams[decision.route].model
     fields = {
         name.removeprefix("x-dars-"): value for name, value in route_headers(decision).items()
     }
-    fields["model"] = settings.upstream(decision.route).model
+    fields["model"] = model
     return " ".join(f"{name}={value}" for name, value in fields.items())
 
 
@@ -90,6 +131,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
     except RouterLoadError as exc:
         print(f"dars-router: unusable router model: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except local_models.LocalModelsError as exc:
+        print(f"dars-router: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     except ValueError as exc:  # invalid DARS_* settings (pydantic's ValidationError)
         print(f"dars-router: invalid settings: {exc}", file=sys.stderr)

