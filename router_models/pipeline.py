@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from router_models.config import ConfigError, RunConfig
-from router_models.contract import Calibration, query_lengths
+from router_models.contract import META_QUERY_POLICY, Calibration, query_lengths
 from router_models.evaluate import (
     RouterReport,
     Truth,
@@ -29,7 +29,7 @@ from router_models.evaluate import (
     save_reports,
     truth_from_observations,
 )
-from router_models.features import Embedder
+from router_models.features import Embedder, prepare_prompts
 from router_models.inputs import check_inputs, load_data
 from router_models.labels import (
     LabelSet,
@@ -40,6 +40,7 @@ from router_models.labels import (
     multi_pair_labels,
 )
 from router_models.observations import Observation, PathLike
+from router_models.query_prep import DEFAULT_QUERY_POLICY, QueryPolicy
 
 __all__ = [
     "TrainedRouter",
@@ -229,8 +230,11 @@ def train_router(
     kind: str,
     params: Mapping[str, Any] | None = None,
     seed: int = 0,
+    query_policy: QueryPolicy = DEFAULT_QUERY_POLICY,
 ) -> TrainedRouter:
     """Embed the label prompts and fit a registry router on (embedding, target, weight).
+
+    Prompts are prepared as the service prepares a query (``query_policy``) before embedding.
 
     With several stacked model pairs, a router whose ``fit`` takes ``pairs`` (MF,
     SW-ranking) learns each row as its own pair and scores ``labels.scored_pair()``; the
@@ -246,9 +250,10 @@ def train_router(
     pair_init, pair_fit = _pair_params(kind, labels)
     kwargs.update(pair_init)
     seed_everything(seed)
-    X = embedder(list(labels.prompts))
+    texts = prepare_prompts(labels.prompts, query_policy)
+    X = embedder(texts)
     estimator = make_router(kind, **kwargs)
-    extra = _length_kwargs(estimator, query_lengths(labels.prompts))
+    extra = _length_kwargs(estimator, query_lengths(texts, query_policy.max_chars))
     target = labels.target.astype(np.float64)
     estimator.fit(X, target, sample_weight=labels.weight, **extra, **pair_fit)
     weak, strong = labels.scored_pair()
@@ -274,18 +279,20 @@ def evaluate_models(
     routers: Mapping[str, TrainedRouter] | None = None,
     onnx_files: Mapping[str, PathLike] | None = None,
     baselines: bool = True,
+    query_policy: QueryPolicy = DEFAULT_QUERY_POLICY,
 ) -> list[RouterReport]:
     """Reports of trained routers and/or ONNX router files on one test set (+ baselines)."""
     scores: dict[str, np.ndarray] = {}
     if not routers and not onnx_files:
         return evaluate_routers(scores, truth, baselines=baselines)
-    X = embedder(list(truth.prompts))
+    texts = prepare_prompts(truth.prompts, query_policy)
+    X = embedder(texts)
     for name, router in (routers or {}).items():
-        scores[name] = router.predict_prompts(truth.prompts, X)
+        scores[name] = router.predict_prompts(texts, X)
     if onnx_files:
         from router_models.export_onnx import load_router_scores
 
-        lengths = query_lengths(truth.prompts)
+        lengths = query_lengths(texts, query_policy.max_chars)
         for name, path in onnx_files.items():
             scores[name] = load_router_scores(path, X, query_length=lengths)
     return evaluate_routers(scores, truth, baselines=baselines)
@@ -301,17 +308,21 @@ def export_router(
     strong: str | None = None,
     cloud_share: float | None = None,
     default_threshold: float | None = None,
+    query_policy: QueryPolicy | None = None,
 ) -> Path:
     """Write the ONNX router with its metadata; calibration = score quantiles on held-out prompts.
 
     The default threshold is ``default_threshold`` if given, else the threshold that sends
-    ``cloud_share`` of the calibration prompts to the cloud, else 0.5.
+    ``cloud_share`` of the calibration prompts to the cloud, else 0.5. A ``query_policy`` is
+    written as ``dars.query_policy``; without one the service applies its own setting.
     """
     from router_models.export_onnx import build_metadata, save_router
 
     if not calibration_prompts:
         raise ConfigError("export needs calibration prompts")
-    scores = router.predict_prompts(calibration_prompts, embedder(list(calibration_prompts)))
+    policy = DEFAULT_QUERY_POLICY if query_policy is None else query_policy
+    texts = prepare_prompts(calibration_prompts, policy)
+    scores = router.predict_prompts(texts, embedder(texts))
     calibration = Calibration.from_scores(scores)
     if default_threshold is None:
         default_threshold = (
@@ -326,6 +337,8 @@ def export_router(
         models={"edge": weak or router.weak_model, "cloud": strong or router.strong_model},
         router=router.kind,
     )
+    if query_policy is not None:
+        metadata[META_QUERY_POLICY] = query_policy.to_json()
     return save_router(router.estimator.to_onnx(metadata), Path(path))
 
 
@@ -339,9 +352,10 @@ def run_pipeline(config: RunConfig, *, progress: bool = True) -> dict[str, Path]
     check_inputs(config)
     seed_everything(config.seed)
     embedder = config.embedding.embedder(progress)
+    policy = config.policy()
     truth, labels = _prepare(config, embedder)
     say(f"embedding {len(set(labels.prompts) | set(truth.prompts))} prompts")
-    embedder(list(dict.fromkeys((*labels.prompts, *truth.prompts))))
+    embedder(prepare_prompts(list(dict.fromkeys((*labels.prompts, *truth.prompts))), policy))
     weak, strong = config.models["weak"], config.models["strong"]
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -349,12 +363,17 @@ def run_pipeline(config: RunConfig, *, progress: bool = True) -> dict[str, Path]
     labels.save(files["labels"])
     say(f"training {config.router_kind} on {len(labels)} queries")
     router = train_router(
-        labels, embedder, kind=config.router_kind, params=config.router_params, seed=config.seed
+        labels,
+        embedder,
+        kind=config.router_kind,
+        params=config.router_params,
+        seed=config.seed,
+        query_policy=policy,
     )
     files["router"] = router.save(out / "router.pkl")
     say(f"evaluating on {len(truth.query_ids)} test queries")
     name = f"{config.router_kind}-{config.label_scheme}"
-    reports = evaluate_models(truth, embedder, routers={name: router})
+    reports = evaluate_models(truth, embedder, routers={name: router}, query_policy=policy)
     files.update(save_reports(reports, out, title=f"{weak} -> {strong}"))
     say("exporting")
     files["onnx"] = export_router(
@@ -366,6 +385,7 @@ def run_pipeline(config: RunConfig, *, progress: bool = True) -> dict[str, Path]
         strong=strong,
         cloud_share=config.cloud_share,
         default_threshold=config.default_threshold,
+        query_policy=None if config.query_policy is None else policy,
     )
     files["config"] = out / "config.resolved.json"
     files["config"].write_text(json.dumps(asdict(config), indent=2), encoding="utf-8")
