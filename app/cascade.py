@@ -42,7 +42,7 @@ from app.cascade_sampling import EdgeSample, EdgeSampler
 from app.errors import InvalidRequest
 from app.policy import MIN_LIVE_SCORES, Decision, Reason, ThresholdState, decide
 from app.protocol import ChatCompletionRequest
-from app.query import query_text
+from app.query import query_policy, query_text
 from app.upstream import UpstreamFailed, UpstreamName, Upstreams, Usage
 from router_models.cascade import decide as decide_samples
 from router_models.cascade import escalates
@@ -313,11 +313,11 @@ class CascadeService:
             self.metrics.cascade_skipped.labels(reason=reason).inc()
 
 
-def router_score(query_embedder: QueryEmbedder, scorer: Scorer, *, max_chars: int) -> RouterScore:
+def router_score(query_embedder: QueryEmbedder, scorer: Scorer, settings: Settings) -> RouterScore:
     """The trained router's score of a request's query (embedding cache and all)."""
 
     async def score(request: ChatCompletionRequest) -> float:
-        text = query_text(request, max_chars=max_chars)
+        text = query_text(request, query_policy(settings, scorer.model.metadata))
         vector, _ = await query_embedder.embed(text)
         return await scorer.score(vector, query_length=len(text))
 
@@ -337,7 +337,7 @@ def build_cascade(
     """The cascade from the settings and the services the lifespan already built."""
     config = CascadeConfig.from_settings(settings)
     grouper = MeaningGrouper(embedder.embed, mode=config.meaning, similarity=config.similarity)
-    score = router_score(query_embedder, scorer, max_chars=settings.query_max_chars)
+    score = router_score(query_embedder, scorer, settings)
     return CascadeService(
         config,
         upstreams=upstreams,

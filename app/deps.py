@@ -21,14 +21,15 @@ from fastapi import Depends, Request
 from app.cache import EmbeddingCache
 from app.cascade import CascadeService
 from app.embedding import BatchingEmbedder, QueryEmbedder
-from app.errors import AuthenticationFailed, PermissionDenied, RouterUnavailable
+from app.errors import AuthenticationFailed, InvalidRequest, PermissionDenied, RouterUnavailable
 from app.live.loop import LiveLoop
 from app.metrics import Metrics
-from app.policy import ThresholdState
+from app.policy import ThresholdSnapshot, ThresholdState
 from app.scoring import RouterModel, Scorer
 from app.settings import Settings
 from app.shared import SharedState
 from app.upstream import Upstreams
+from app.utility import UtilityRouter, cloud_share_for_spend
 
 __all__ = [
     "AdminAuth",
@@ -61,6 +62,7 @@ class Services:
     shared: SharedState
     cascade: CascadeService
     live: LiveLoop = field(default_factory=LiveLoop.disabled)  # records, shadow, feedback
+    utility: UtilityRouter | None = None  # K-model decisions, expected costs (app.utility)
 
     async def reload_router(self, path: str | Path) -> RouterModel:
         """Swap in the router at ``path``, then let the threshold follow it (the reload rule is
@@ -68,6 +70,8 @@ class Services:
         """
         model = await asyncio.to_thread(self.scorer.reload, path)
         self.threshold.follow_router(model.default_threshold, model.calibration)
+        if self.utility is not None:
+            self.utility.window.clear()  # the old router's predictions
         await self.shared.reset_scores()
         return model
 
@@ -76,11 +80,38 @@ class Services:
         self.threshold.set(value)
         await self.shared.publish()
 
-    async def calibrate(self, cloud_share: float) -> None:
-        """Calibrate on the replicas' shared score window (else this one's), then share it."""
+    async def calibrate(
+        self, cloud_share: float | None = None, *, usd_per_1k_requests: float | None = None
+    ) -> None:
+        """Calibrate to a cloud share or a spend, then share the result with the replicas.
+
+        Two-model router: a spend becomes the cloud share with that mean cost (each upstream's
+        expected cost per request), calibrated on the replicas' shared score window (else this
+        one's, else the file's quantiles). K-model router: the knob whose expected spend on the
+        live window matches (``InvalidRequest`` before there is traffic, or for a cloud share).
+        """
+        model, utility = self.scorer.model, self.utility
+        if model.decides_by_utility:
+            if usd_per_1k_requests is None or utility is None:
+                raise InvalidRequest(
+                    "a cloud share calibrates a two-model router; this router chooses among "
+                    f"{len(model.model_ids)} models: calibrate with usd_per_1k_requests",
+                    param="cloud_share",
+                    code="invalid_cloud_share",
+                )
+            knob = utility.knob_for_spend(model.model_ids, usd_per_1k_requests)
+            self.threshold.apply(ThresholdSnapshot(knob, "calibrated", None))
+            await self.shared.publish()
+            return
+        if usd_per_1k_requests is not None:
+            if utility is None:
+                raise RouterUnavailable("expected costs are not available")
+            edge, cloud = utility.costs(("edge", "cloud"))
+            cloud_share = cloud_share_for_spend(usd_per_1k_requests / 1000.0, edge, cloud)
+        if cloud_share is None:
+            raise InvalidRequest("give cloud_share or usd_per_1k_requests", code="missing_field")
         scores = await self.shared.live_scores()
-        calibration = self.scorer.model.calibration
-        self.threshold.calibrate(cloud_share, calibration, scores=scores)
+        self.threshold.calibrate(cloud_share, model.calibration, scores=scores)
         await self.shared.publish()
 
 

@@ -23,7 +23,9 @@ from app.request_context import error_response
 __all__ = ["OWN_VALIDATION_CODES", "install_handlers", "validation_error"]
 
 # Codes raised by the schemas themselves (PydanticCustomError), passed through as they are.
-OWN_VALIDATION_CODES = frozenset({"invalid_threshold", "invalid_cloud_share"})
+OWN_VALIDATION_CODES = frozenset(
+    {"invalid_threshold", "invalid_cloud_share", "invalid_calibration_target"}
+)
 _PYDANTIC_CODES = {"missing": "missing_field", "extra_forbidden": "unknown_field"}
 
 

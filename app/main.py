@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.aiohttp_transport import upstream_transport
 from app.api import api_routers
 from app.cache import build_cache
 from app.cascade import build_cascade
@@ -33,10 +34,13 @@ from app.metrics import Metrics
 from app.openapi import DarsAPI
 from app.policy import ThresholdState
 from app.request_context import RequestContext, error_response
+from app.routing import check_router_fits
 from app.scoring import Scorer, load_router_model
 from app.settings import Settings, get_settings
 from app.shared import build_shared_state
 from app.upstream import Upstreams
+from app.upstreams_file import configured_upstreams
+from app.utility import UtilityRouter
 from app.workers import ONE_WORKER_MESSAGE, requested_workers
 
 if TYPE_CHECKING:
@@ -90,8 +94,10 @@ async def build_services(
     if requested_workers() > 1:
         raise RuntimeError(ONE_WORKER_MESSAGE)
     path = router_model_path(settings)  # before the slow encoder load: fail fast
+    upstream_config = configured_upstreams(settings)  # a bad upstreams file fails fast too
     metrics = Metrics()
-    metrics.set_upstream_models({"edge": settings.edge_model, "cloud": settings.cloud_model})
+    metrics.initialise_upstreams(upstream_config.failover)
+    metrics.set_upstream_models({spec.name: spec.model for spec in upstream_config.upstreams})
     embedder = await asyncio.to_thread(build_embedder, settings, metrics, encoder=encoder)
     await embedder.start()
     stack.push_async_callback(embedder.aclose)
@@ -103,16 +109,20 @@ async def build_services(
         providers=settings.onnx_providers,
         intra_op_threads=settings.onnx_threads,
     )
+    check_router_fits(model, upstream_config)
     scorer = Scorer(
         model,
         metrics=metrics,
         providers=settings.onnx_providers,
         intra_op_threads=settings.onnx_threads,
+        accept=lambda loaded: check_router_fits(loaded, upstream_config),
     )
     cache = build_cache(settings, metrics)
     stack.push_async_callback(cache.aclose)
-    upstreams = Upstreams.from_settings(settings, metrics)
+    transport = upstream_transport(settings.upstream_transport, settings.upstream_max_connections)
+    upstreams = Upstreams.from_config(upstream_config, settings, metrics, transport=transport)
     stack.push_async_callback(upstreams.aclose)
+    utility = UtilityRouter(upstream_config, upstreams, window=settings.calibration_window)
     logger.info(
         "router %s on %s, encoder %s on %s (%s), cache %s",
         model.path,
@@ -149,6 +159,7 @@ async def build_services(
             metrics=metrics,
         ),
         live=await LiveLoop.build(settings, metrics.live, stack),
+        utility=utility,
     )
 
 

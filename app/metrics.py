@@ -6,6 +6,7 @@ lifespan, so that tests and several apps in one process never collide on the glo
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from importlib import metadata
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
@@ -25,7 +26,7 @@ __all__ = [
 # Known label values: every combination is exported as 0 from start-up, so that dashboards and
 # alerts see a series before the first event (Prometheus' "avoid missing metrics" practice).
 ROUTES: tuple[str, ...] = ("edge", "cloud")
-REASONS: tuple[str, ...] = ("threshold", "forced", "fallback", "cascade", "gate")
+REASONS: tuple[str, ...] = ("threshold", "forced", "fallback", "cascade", "gate", "utility")
 LATENCY_STAGES: tuple[str, ...] = (
     "embedding", "scoring", "decision", "upstream_ttfb", "upstream_total", "cascade",
 )  # fmt: skip
@@ -49,8 +50,8 @@ BATCH_BUCKETS: tuple[float, ...] = (1, 2, 4, 8, 16, 32, 64, 128)
 class Metrics:
     """Every metric the service exports, on a private registry.
 
-    Label values: ``route`` is ``edge``/``cloud``; ``reason`` is ``threshold``/``forced``/
-    ``fallback``; ``upstream`` is ``edge``/``cloud``; ``stage`` names a latency stage.
+    Label values: ``route`` and ``upstream`` are ``edge``/``cloud`` or the names of
+    ``DARS_UPSTREAMS_FILE``; ``reason`` is one of ``REASONS``; ``stage`` names a latency stage.
     """
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
@@ -223,6 +224,22 @@ class Metrics:
             self.latency.labels(stage=stage)
         for result in RELOAD_RESULTS:
             self.router_reloads.labels(result=result)
+
+    def initialise_upstreams(self, failover: Mapping[str, Sequence[str]]) -> None:
+        """Export the zero series of configured upstreams beyond ``edge``/``cloud`` (a
+        ``DARS_UPSTREAMS_FILE``): routes, tokens, errors and their failover pairs."""
+        for route, targets in failover.items():
+            for reason in REASONS:
+                self.decisions.labels(route=route, reason=reason)
+                self.requests.labels(route=route, reason=reason, status="200")
+            for direction in ("input", "output"):
+                self.tokens.labels(upstream=route, direction=direction)
+            self.cost_usd.labels(upstream=route)
+            self.retries.labels(upstream=route)
+            for target in targets:
+                self.fallbacks.labels(from_upstream=route, to_upstream=target)
+            for kind in UPSTREAM_ERROR_KINDS:
+                self.upstream_errors.labels(upstream=route, kind=kind)
 
     def set_upstream_models(self, models: dict[str, str]) -> None:
         """Export ``dars_upstream_model{upstream, model} 1`` for each upstream's model name."""

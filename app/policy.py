@@ -10,6 +10,11 @@ Clients choose per request through the ``model`` field, so that any OpenAI clien
     ``router-0.35``      the router decides with threshold 0.35 (any decimal in [0, 1])
     ``<edge model>``     forced to the edge, no scoring
     ``<cloud model>``    forced to the cloud, no scoring
+    ``<any model>``      with ``DARS_UPSTREAMS_FILE``: forced to the upstream serving it
+
+With a K-model router (contract v2, ``quality`` outputs) the same number ``t`` is the
+quality/cost knob of :mod:`app.utility` (``lambda = t / (1 - t)``), in the same direction: a
+larger ``t`` never picks a dearer model.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import numbers
 import re
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -48,9 +53,11 @@ __all__ = [
     "parse_model_field",
 ]
 
-Route = Literal["edge", "cloud"]
-# cascade: the confidence cascade kept or escalated (app.cascade); gate: its router gate.
-Reason = Literal["threshold", "forced", "fallback", "cascade", "gate"]
+# An upstream's name: ``edge``/``cloud`` in the two-model setup, any configured name otherwise.
+Route = str
+# cascade: the confidence cascade kept or escalated (app.cascade); gate: its router gate;
+# utility: a K-model router's highest utility (app.utility).
+Reason = Literal["threshold", "forced", "fallback", "cascade", "gate", "utility"]
 ThresholdSource = Literal["default", "operator", "calibrated"]
 
 ROUTER_MODEL = "router"
@@ -71,13 +78,17 @@ class Decision:
     """Where one request goes and why.
 
     ``score`` and ``threshold`` are ``None`` when no scoring took place (forced, or a fallback
-    because the router was unavailable).
+    because the router was unavailable). A utility decision (K-model router) has no score; its
+    ``threshold`` is the knob used, ``quality`` the chosen model's predicted quality and
+    ``runner_up`` the upstream with the next best utility.
     """
 
     route: Route
     reason: Reason
     score: float | None = None
     threshold: float | None = None
+    quality: float | None = None
+    runner_up: Route | None = None
 
     @classmethod
     def forced(cls, route: Route) -> Decision:
@@ -105,8 +116,17 @@ class ModelSelection:
         return self.forced_route is None
 
 
-def parse_model_field(model: str, *, edge_model: str, cloud_model: str) -> ModelSelection:
+def parse_model_field(
+    model: str,
+    *,
+    edge_model: str | None = None,
+    cloud_model: str | None = None,
+    upstream_models: Mapping[str, Route] | None = None,
+) -> ModelSelection:
     """Parse the request's ``model`` field; see the module docstring for the accepted forms.
+
+    ``upstream_models`` maps each configured model name to its upstream (any number of them);
+    without it, ``edge_model`` and ``cloud_model`` are the two.
 
     Raises
     ------
@@ -115,12 +135,16 @@ def parse_model_field(model: str, *, edge_model: str, cloud_model: str) -> Model
     ModelNotFound
         Any other name.
     """
+    if upstream_models is None:
+        upstream_models = {
+            name: route
+            for name, route in ((edge_model, "edge"), (cloud_model, "cloud"))
+            if name is not None
+        }
     if model == ROUTER_MODEL:
         return ModelSelection(model=model)
-    if model == edge_model:
-        return ModelSelection(model=model, forced_route="edge")
-    if model == cloud_model:
-        return ModelSelection(model=model, forced_route="cloud")
+    if model in upstream_models:
+        return ModelSelection(model=model, forced_route=upstream_models[model])
     if model.startswith(_THRESHOLD_PREFIX):
         text = model[len(_THRESHOLD_PREFIX) :]
         if _DECIMAL.fullmatch(text) is None or not 0.0 <= float(text) <= 1.0:
@@ -132,9 +156,10 @@ def parse_model_field(model: str, *, edge_model: str, cloud_model: str) -> Model
                 code="invalid_threshold",
             )
         return ModelSelection(model=model, threshold=float(text))
+    names = [repr(name) for name in upstream_models]
+    choices = ", ".join(names[:-1]) + f" or {names[-1]}" if names else ""
     raise ModelNotFound(
-        f"model {model!r} does not exist; use {ROUTER_MODEL!r}, 'router-<threshold>', "
-        f"{edge_model!r} or {cloud_model!r}",
+        f"model {model!r} does not exist; use {ROUTER_MODEL!r}, 'router-<threshold>', {choices}",
         param="model",
     )
 

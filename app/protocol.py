@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.config import JsonDict
 from pydantic_core import PydanticCustomError
 
@@ -31,10 +31,12 @@ __all__ = [
     "ReloadRequest",
     "ReloadResponse",
     "RouteResponse",
+    "RouterCalibrateRequest",
     "RouterStatus",
     "StreamOptions",
     "ThresholdResponse",
     "ThresholdUpdate",
+    "UtilityThresholdResponse",
 ]
 
 
@@ -157,12 +159,22 @@ class ModelList(BaseModel):
 class RouteResponse(BaseModel):
     """The decision the service would take for a chat request, without forwarding it."""
 
-    route: Literal["edge", "cloud"]
-    reason: Literal["threshold", "forced", "fallback", "cascade", "gate"]
+    route: str = Field(description="The upstream: edge or cloud, or its configured name.")
+    reason: Literal["threshold", "forced", "fallback", "cascade", "gate", "utility"]
     model: str = Field(description="The upstream model the request would be sent to.")
-    score: float | None = Field(description="Router score; null when the model was forced.")
-    threshold: float | None
+    score: float | None = Field(
+        description="Router score; null when the model was forced or a K-model router chose."
+    )
+    threshold: float | None = Field(
+        description="Threshold, or a K-model router's trade-off knob; null when forced."
+    )
     cache_hit: bool | None = Field(description="Embedding cache hit; null when not scored.")
+    quality: float | None = Field(
+        default=None, description="K-model router: predicted quality of the chosen model."
+    )
+    runner_up: str | None = Field(
+        default=None, description="K-model router: the upstream with the next best utility."
+    )
 
 
 # --- health
@@ -225,6 +237,31 @@ class CalibrateRequest(_AdminModel):
     )
 
 
+class RouterCalibrateRequest(_AdminModel):
+    """Exactly one target: a cloud share (two-model routers) or a spend (any router)."""
+
+    cloud_share: (
+        Annotated[float, _in_unit_interval("invalid_cloud_share", "cloud_share")] | None
+    ) = Field(default=None, json_schema_extra=_UNIT, examples=[0.3])
+    usd_per_1k_requests: float | None = Field(
+        default=None,
+        ge=0.0,
+        allow_inf_nan=False,
+        description="Target spend: expected USD per 1000 requests at each upstream's prices "
+        "and running token averages.",
+        examples=[2.0],
+    )
+
+    @model_validator(mode="after")
+    def _one_target(self) -> RouterCalibrateRequest:
+        if (self.cloud_share is None) == (self.usd_per_1k_requests is None):
+            raise PydanticCustomError(
+                "invalid_calibration_target",
+                "give exactly one of cloud_share, usd_per_1k_requests",
+            )
+        return self
+
+
 class ReloadRequest(_AdminModel):
     path: str | None = Field(default=None, description="ONNX file; default: the current one.")
 
@@ -238,6 +275,25 @@ class ThresholdResponse(BaseModel):
         "share on reload."
     )
     cloud_share: float | None = Field(description="Cloud share over the rolling window.")
+
+
+class UtilityThresholdResponse(ThresholdResponse):
+    """The same for a K-model router: ``value`` is the trade-off knob ``t`` (app.utility)."""
+
+    mode: Literal["utility"] = Field(
+        default="utility", description="A K-model router: value is the knob t, lambda = t/(1-t)."
+    )
+    tradeoff_lambda: float | None = Field(
+        description="lambda of the knob; null for t = 1 (always the cheapest)."
+    )
+    usd_per_1k_requests: float | None = Field(
+        description="Expected USD per 1000 requests at this knob over the live window; null "
+        "before there is traffic."
+    )
+    upstream_costs_usd: dict[str, float] = Field(
+        description="Expected USD per request of each model the router knows, by upstream "
+        "(prices times running token averages)."
+    )
 
 
 class CascadeThresholdResponse(BaseModel):

@@ -4,20 +4,24 @@ A router file is checked completely before it serves (names, shapes, metadata, o
 batch), so that a bad file fails at start-up or at reload, never on a live request. Reload
 swaps the model atomically; a file that fails the checks leaves the old model serving.
 
-The contract (input/output names, metadata keys) is :mod:`router_models.contract`. A router may
-take the optional second input ``query_length`` (characters of the text the service embedded);
-:class:`RouterModel` records whether it does and feeds it.
+The contract (input/output names, metadata keys) is :mod:`router_models.contract`, and so is the
+validator: names, shapes and the dry run are checked by ``check_router_signature`` and
+``check_dry_run``, the trainer's own. A file with ``quality`` outputs (contract v2, K models) is
+checked with its metadata by the contract too; a score-only file keeps the service's leniency
+for the metadata it can do without (calibration, models, label scheme, router kind), so that
+older files still load. A router may take the optional second input ``query_length``
+(characters of the text the service embedded); :class:`RouterModel` records whether it does
+and feeds it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import math
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +31,7 @@ import numpy as np
 import onnxruntime as ort
 
 from app.errors import RouterUnavailable
+from app.utility import DEFAULT_TRADEOFF
 from router_models.contract import (
     DEFAULT_QUERY_MAX_CHARS,
     INPUT_NAME,
@@ -39,13 +44,27 @@ from router_models.contract import (
     META_MODELS,
     META_ROUTER,
     OUTPUT_NAME,
+    QUALITY_OUTPUT_NAME,
     Calibration,
+    ContractError,
+    RouterSignature,
+    check_dry_run,
+    check_router_signature,
+    parse_models,
+    tensor_specs_from_session,
 )
 
 if TYPE_CHECKING:
     from app.metrics import Metrics
 
-__all__ = ["RouterLoadError", "RouterModel", "Scorer", "load_router_model", "resolve_providers"]
+__all__ = [
+    "INLINE_MAX_BYTES",
+    "RouterLoadError",
+    "RouterModel",
+    "Scorer",
+    "load_router_model",
+    "resolve_providers",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +75,12 @@ _PROVIDER_ALIASES = {
     "cuda": CUDA_PROVIDER,
     "tensorrt": "TensorrtExecutionProvider",
 }
-_FLOAT_TENSOR = "tensor(float)"
+# Routers up to this file size score one row on the event loop, not on a worker thread: the
+# bundled MLP (230 kB) takes ~12 us per call, a thread hop ~60-90 us of CPU and wall time
+# (measured on the project's 2-core CPU; bench/RESULTS.md). A file this size holds at most
+# ~250k float32 weights, well under a millisecond per row; larger ones (kNN over thousands of
+# stored embeddings) keep the thread so that they never stall the loop.
+INLINE_MAX_BYTES = 1 << 20
 _DUMMY_BATCH = 2
 # onnxruntime's default logger severity (warning), restored after a quiet session creation.
 _ORT_DEFAULT_SEVERITY = 2
@@ -74,6 +98,7 @@ class RouterModel:
     ``provider`` is the execution provider the session really uses, which can differ from the
     one asked for (onnxruntime falls back to the CPU when CUDA cannot start).
     ``uses_query_length``: the graph has the contract's optional ``query_length`` input.
+    ``inline``: the file is small enough (:data:`INLINE_MAX_BYTES`) to score on the event loop.
     """
 
     path: Path
@@ -88,6 +113,21 @@ class RouterModel:
     router_kind: str
     metadata: dict[str, str]
     uses_query_length: bool = False
+    inline: bool = False
+    # Contract v2: the outputs the graph has and the ordered ids of ``dars.models`` (empty for
+    # a score-only file without them).
+    outputs: tuple[str, ...] = (OUTPUT_NAME,)
+    model_ids: tuple[str, ...] = ()
+
+    @property
+    def has_score(self) -> bool:
+        """A two-model router: routes by ``score >= threshold``."""
+        return OUTPUT_NAME in self.outputs
+
+    @property
+    def decides_by_utility(self) -> bool:
+        """A K-model router without ``score``: routes by utility (app.utility)."""
+        return QUALITY_OUTPUT_NAME in self.outputs and OUTPUT_NAME not in self.outputs
 
     def score(self, embeddings: np.ndarray, query_length: Any = None) -> np.ndarray:
         """Scores (probability the cloud model is needed) of ``[n, dim]`` embeddings, ``[n]``.
@@ -95,6 +135,25 @@ class RouterModel:
         ``query_length`` (``[n]`` characters of each embedded text) is required by a router
         with that input and ignored by one without.
         """
+        (scores,) = self.run([OUTPUT_NAME], embeddings, query_length)
+        scores = scores.reshape(-1)
+        if scores.shape != (len(embeddings),) or not np.all(np.isfinite(scores)):
+            raise RouterUnavailable("the router model returned malformed scores")
+        return scores
+
+    def quality(self, embeddings: np.ndarray, query_length: Any = None) -> np.ndarray:
+        """Predicted quality of each of the ``model_ids``, ``[n, K]`` (contract v2)."""
+        (quality,) = self.run([QUALITY_OUTPUT_NAME], embeddings, query_length)
+        if quality.shape != (len(embeddings), len(self.model_ids)) or not np.all(
+            np.isfinite(quality)
+        ):
+            raise RouterUnavailable("the router model returned malformed qualities")
+        return quality
+
+    def run(
+        self, names: list[str], embeddings: np.ndarray, query_length: Any = None
+    ) -> list[np.ndarray]:
+        """The outputs ``names`` of ``[n, dim]`` embeddings, as float32 arrays."""
         batch = np.ascontiguousarray(embeddings, dtype=np.float32)
         if batch.ndim != 2 or batch.shape[1] != self.embedding_dim:
             raise ValueError(f"expected embeddings of shape [n, {self.embedding_dim}]")
@@ -107,13 +166,10 @@ class RouterModel:
                 raise ValueError(f"expected {batch.shape[0]} query lengths")
             feed[LENGTH_INPUT_NAME] = lengths
         try:
-            (scores,) = self.session.run([OUTPUT_NAME], feed)
+            values = self.session.run(names, feed)
         except Exception as exc:  # onnxruntime's errors share no base class but Exception
             raise RouterUnavailable(f"the router model failed: {exc}") from exc
-        scores = np.asarray(scores, dtype=np.float32).reshape(-1)
-        if scores.shape != (batch.shape[0],) or not np.all(np.isfinite(scores)):
-            raise RouterUnavailable("the router model returned malformed scores")
-        return scores
+        return [np.asarray(value, dtype=np.float32) for value in values]
 
     def info(self) -> dict[str, str]:
         """Labels for ``dars_router_model`` and for status endpoints."""
@@ -181,8 +237,8 @@ def load_router_model(
     if wanted[0] != provider:
         logger.info("router model runs on %s (%s could not start)", provider, wanted[0])
 
-    uses_query_length = _check_signature(session, expected_dim)
     meta = dict(session.get_modelmeta().custom_metadata_map)
+    signature = _check_signature(session, meta, expected_dim)
     model = RouterModel(
         path=path,
         session=session,
@@ -190,12 +246,15 @@ def load_router_model(
         embedding_model=_required(meta, META_EMBEDDING_MODEL),
         embedding_dim=_parse_int(meta, META_EMBEDDING_DIM),
         label_scheme=meta.get(META_LABEL_SCHEME, "unknown"),
-        default_threshold=_parse_threshold(meta),
+        default_threshold=_parse_threshold(meta, signature),
         calibration=_parse_calibration(meta),
-        models=_parse_models(meta),
+        models=_parse_models(meta, signature),
         router_kind=meta.get(META_ROUTER, "unknown"),
         metadata=meta,
-        uses_query_length=uses_query_length,
+        uses_query_length=signature.uses_query_length,
+        inline=path.stat().st_size <= INLINE_MAX_BYTES,
+        outputs=signature.outputs,
+        model_ids=signature.models or _model_ids(meta),
     )
     if model.embedding_model != expected_embedding_model:
         raise RouterLoadError(
@@ -207,12 +266,12 @@ def load_router_model(
             f"router metadata says {META_EMBEDDING_DIM}={model.embedding_dim}, "
             f"but the encoder produces {expected_dim}"
         )
-    _check_dummy_batch(model)
+    _check_dummy_batch(model, signature)
     return model
 
 
 class Scorer:
-    """Holds the serving router model; scores off the event loop; reloads atomically.
+    """Holds the serving router model; scores (off the loop unless tiny); reloads atomically.
 
     The embedding model of the service never changes at run time, so a reloaded router must
     match the first one's ``embedding_model`` and ``embedding_dim``.
@@ -225,8 +284,12 @@ class Scorer:
         metrics: Metrics | None = None,
         providers: str = "auto",
         intra_op_threads: int | None = None,
+        accept: Callable[[RouterModel], None] | None = None,
     ) -> None:
         self._model = model
+        # Checks a reloaded file must also pass before it serves (raise RouterLoadError), e.g.
+        # that every model a K-model router knows is a configured upstream.
+        self.accept = accept
         self._metrics = metrics
         self.providers = providers
         self.intra_op_threads = intra_op_threads
@@ -239,19 +302,38 @@ class Scorer:
         return self._model
 
     async def score(self, vector: np.ndarray, query_length: int | None = None) -> float:
-        """Score of one ``[dim]`` embedding, computed on a worker thread.
+        """Score of one ``[dim]`` embedding: inline for a small router, else on a worker thread.
 
         ``query_length``: characters of the embedded text, for routers that take it.
         """
         model = self._model  # one model for the whole call, even if a reload swaps it
         started = time.perf_counter()
         lengths = None if query_length is None else [float(query_length)]
-        scores = await asyncio.to_thread(model.score, np.reshape(vector, (1, -1)), lengths)
+        row = np.reshape(vector, (1, -1))
+        if model.inline:
+            scores = model.score(row, lengths)
+        else:
+            scores = await asyncio.to_thread(model.score, row, lengths)
         value = float(scores[0])
         if self._metrics is not None:
             self._metrics.latency.labels(stage="scoring").observe(time.perf_counter() - started)
             self._metrics.score.observe(value)
         return value
+
+    async def quality(self, vector: np.ndarray, query_length: int | None = None) -> np.ndarray:
+        """Predicted quality ``[K]`` of one ``[dim]`` embedding (a K-model router), inline for
+        a small router, else on a worker thread."""
+        model = self._model
+        started = time.perf_counter()
+        lengths = None if query_length is None else [float(query_length)]
+        row = np.reshape(vector, (1, -1))
+        if model.inline:
+            quality = model.quality(row, lengths)
+        else:
+            quality = await asyncio.to_thread(model.quality, row, lengths)
+        if self._metrics is not None:
+            self._metrics.latency.labels(stage="scoring").observe(time.perf_counter() - started)
+        return np.asarray(quality[0], dtype=np.float64)
 
     def reload(self, path: str | Path) -> RouterModel:
         """Load, check and swap in a new router file; blocking (call it via ``to_thread``).
@@ -268,6 +350,8 @@ class Scorer:
                     providers=self.providers,
                     intra_op_threads=self.intra_op_threads,
                 )
+                if self.accept is not None:
+                    self.accept(model)
             except RouterLoadError:
                 self._count_reload("rejected")
                 raise
@@ -305,8 +389,12 @@ def _create_session(
 ) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.inter_op_num_threads = 1  # a router graph is a chain; no parallel branches
+    if intra_op_threads is None and path.stat().st_size <= INLINE_MAX_BYTES:
+        intra_op_threads = 1  # one row through a small graph: a thread pool only adds wake-ups
     if intra_op_threads is not None:
         options.intra_op_num_threads = intra_op_threads
+    # Idle pool threads sleep instead of spinning: they share the cores with the event loop.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if quiet:
         options.log_severity_level = _ORT_FATAL_ONLY
     try:
@@ -316,52 +404,37 @@ def _create_session(
         raise RouterLoadError(f"{path} is not a loadable ONNX model: {exc}") from exc
 
 
-def _check_signature(session: ort.InferenceSession, expected_dim: int) -> bool:
-    """Check inputs and output; return whether the router takes ``query_length``."""
-    inputs = {i.name: i for i in session.get_inputs()}
-    if sorted(inputs) not in ([INPUT_NAME], sorted([INPUT_NAME, LENGTH_INPUT_NAME])):
+def _check_signature(
+    session: ort.InferenceSession, meta: dict[str, str], expected_dim: int
+) -> RouterSignature:
+    """The contract's validator on the session's inputs and outputs (and, for a file with
+    ``quality``, its metadata); then the encoder's dimension."""
+    inputs, outputs = tensor_specs_from_session(session)
+    try:
+        signature = check_router_signature(inputs, outputs, None)
+        if signature.has_quality:
+            signature = check_router_signature(inputs, outputs, meta)
+    except ContractError as exc:
+        raise RouterLoadError(f"router file breaks the contract: {exc}") from exc
+    if signature.embedding_dim != expected_dim:
         raise RouterLoadError(
-            f"router inputs must be {INPUT_NAME!r} or {INPUT_NAME!r} and {LENGTH_INPUT_NAME!r}, "
-            f"has {list(inputs)}"
+            f"router input {INPUT_NAME!r} has dimension {signature.embedding_dim}, "
+            f"the encoder produces {expected_dim}"
         )
-    uses_query_length = LENGTH_INPUT_NAME in inputs
-    if uses_query_length:
-        _check_tensor(inputs[LENGTH_INPUT_NAME], rank=1, what="input")
-    embedding = inputs[INPUT_NAME]
-    _check_tensor(embedding, rank=2, what="input")
-    dim = embedding.shape[1]
-    if isinstance(dim, int) and dim != expected_dim:
-        raise RouterLoadError(
-            f"router input {INPUT_NAME!r} has dimension {dim}, the encoder produces {expected_dim}"
-        )
-    outputs = {o.name: o for o in session.get_outputs()}
-    if OUTPUT_NAME not in outputs:
-        raise RouterLoadError(f"router has no output {OUTPUT_NAME!r}, has {sorted(outputs)}")
-    _check_tensor(outputs[OUTPUT_NAME], rank=1, what="output")
-    return uses_query_length
+    return signature
 
 
-def _check_tensor(arg: Any, *, rank: int, what: str) -> None:
-    if arg.type != _FLOAT_TENSOR:
-        raise RouterLoadError(f"router {what} {arg.name!r} must be float32, is {arg.type}")
-    if arg.shape is not None and len(arg.shape) != rank:
-        raise RouterLoadError(
-            f"router {what} {arg.name!r} must have rank {rank}, has shape {arg.shape}"
-        )
-
-
-def _check_dummy_batch(model: RouterModel) -> None:
-    """Run unit vectors (and lengths) through the model: ``[n]`` finite scores in [0, 1]."""
+def _check_dummy_batch(model: RouterModel, signature: RouterSignature) -> None:
+    """Run unit vectors (and lengths) through every output; the contract checks the values."""
     batch = np.zeros((_DUMMY_BATCH, model.embedding_dim), dtype=np.float32)
     batch[0, :] = 1.0 / math.sqrt(model.embedding_dim)
     batch[1, 0] = 1.0
     lengths = [1.0, float(DEFAULT_QUERY_MAX_CHARS)]  # ignored by a router without the input
     try:
-        scores = model.score(batch, lengths)
-    except (RouterUnavailable, ValueError) as exc:
+        values = model.run(list(signature.outputs), batch, lengths)
+        check_dry_run(dict(zip(signature.outputs, values, strict=True)), _DUMMY_BATCH, signature)
+    except (RouterUnavailable, ValueError) as exc:  # ContractError is a ValueError
         raise RouterLoadError(f"router failed on a dummy batch: {exc}") from exc
-    if np.any(scores < 0.0) or np.any(scores > 1.0):
-        raise RouterLoadError(f"router scores must lie in [0, 1], got {scores.tolist()}")
 
 
 def _required(meta: dict[str, str], key: str) -> str:
@@ -379,7 +452,10 @@ def _parse_int(meta: dict[str, str], key: str) -> int:
         raise RouterLoadError(f"router metadata {key!r} is not an integer: {text!r}") from exc
 
 
-def _parse_threshold(meta: dict[str, str]) -> float:
+def _parse_threshold(meta: dict[str, str], signature: RouterSignature) -> float:
+    """``dars.default_threshold``; optional for a K-model file (then the utility default)."""
+    if not signature.has_score and META_DEFAULT_THRESHOLD not in meta:
+        return DEFAULT_TRADEOFF
     text = _required(meta, META_DEFAULT_THRESHOLD)
     try:
         value = float(text)
@@ -403,16 +479,25 @@ def _parse_calibration(meta: dict[str, str]) -> Calibration | None:
     return calibration
 
 
-def _parse_models(meta: dict[str, str]) -> dict[str, str]:
+def _model_ids(meta: dict[str, str]) -> tuple[str, ...]:
+    """The ordered ids of ``dars.models`` (contract's parser); empty when absent."""
     text = meta.get(META_MODELS)
     if text is None:
-        return {}
+        return ()
     try:
-        models = json.loads(text)
-    except ValueError as exc:
-        raise RouterLoadError(f"router metadata {META_MODELS!r} is not JSON: {exc}") from exc
-    if not isinstance(models, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in models.items()
-    ):
-        raise RouterLoadError(f"router metadata {META_MODELS!r} must map names to model names")
-    return models
+        return parse_models(text)
+    except ContractError as exc:
+        raise RouterLoadError(f"router metadata {META_MODELS!r} is not valid: {exc}") from exc
+
+
+def _parse_models(meta: dict[str, str], signature: RouterSignature) -> dict[str, str]:
+    """``{"edge": ..., "cloud": ...}`` of a score router (either ``dars.models`` form)."""
+    ids = _model_ids(meta)
+    if not ids or not signature.has_score:
+        return {}
+    if len(ids) != 2:
+        raise RouterLoadError(
+            f"router metadata {META_MODELS!r}: a router with {OUTPUT_NAME!r} knows exactly two "
+            f"models (edge, cloud), names {list(ids)}"
+        )
+    return {"edge": ids[0], "cloud": ids[1]}

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from router_models.contract import DEFAULT_QUERY_MAX_CHARS
+from router_models.query_prep import QueryPolicy
 
 __all__ = ["Settings", "UpstreamSettings", "get_settings"]
 
@@ -50,6 +51,9 @@ class Settings(BaseSettings):
     # No default URL: none may send a prompt anywhere the user did not configure. With both
     # unset, `dars-router serve` starts local models (app/local_models.py, DARS_LOCAL_MODELS).
     local_models: Literal["auto", "off"] = "auto"
+    # Any number of named upstreams from a YAML file (app/upstreams_file.py); replaces the
+    # DARS_EDGE_* / DARS_CLOUD_* shorthand below and counts as configured (no local models).
+    upstreams_file: Path | None = None
     edge_base_url: str | None = None
     edge_model: str = "edge"
     edge_api_key: SecretStr | None = None
@@ -63,6 +67,8 @@ class Settings(BaseSettings):
     upstream_connect_timeout_s: float = Field(default=5.0, gt=0.0)
     upstream_read_timeout_s: float = Field(default=120.0, gt=0.0)
     upstream_max_connections: int = Field(default=100, ge=1)
+    # aiohttp under httpx's API: httpcore's pool cost ~38% of a cache hit's CPU (RESULTS.md)
+    upstream_transport: Literal["aiohttp", "httpx"] = "aiohttp"
     upstream_retries: int = Field(default=2, ge=0, le=10)
     upstream_backoff_s: float = Field(default=0.2, ge=0.0)
     failover_edge_to_cloud: bool = True
@@ -94,12 +100,14 @@ class Settings(BaseSettings):
     embedding_model_id: str | None = None  # id routers must name; None = derived from the path
     embedding_device: str = "auto"
     query_max_chars: int = Field(default=DEFAULT_QUERY_MAX_CHARS, ge=1)
+    # JSON QueryPolicy for router files without dars.query_policy, e.g. '{"turns": 2}'
+    query_policy: str | None = None
     batch_max_size: int = Field(default=32, ge=1)
     batch_max_wait_ms: float = Field(default=2.0, ge=0.0)
     torch_threads: int | None = Field(default=None, ge=1)
     # auto: ONNX Runtime on the CPU (measured faster, bench/RESULTS.md), torch on CUDA
     embedding_backend: Literal["auto", "torch", "onnx", "onnx-int8"] = "auto"
-    embedding_threads: int | None = Field(default=None, ge=1)  # ONNX encoder; None = all cores
+    embedding_threads: int | None = Field(default=None, ge=1)  # ONNX encoder; None = cores - 1
 
     # --- embedding cache
     redis_url: SecretStr | None = None  # may hold a password: never logged or returned
@@ -147,11 +155,20 @@ class Settings(BaseSettings):
         "shadow_judge_base_url",
         "shadow_judge_api_key",
         "shadow_grader",
+        "upstreams_file",
         mode="before",
     )
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("query_policy")
+    @classmethod
+    def _query_policy_is_valid(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        QueryPolicy.from_json(value)  # QueryPolicyError is a ValueError: a validation error
+        return value
 
     @model_validator(mode="after")
     def _distinct_model_names(self) -> Settings:

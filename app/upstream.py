@@ -1,23 +1,25 @@
-"""The two upstream LLM servers (edge and cloud): pooled clients, retries, failover, cost.
+"""The upstream LLM servers (edge and cloud, or any named list): pooled clients, retries,
+failover in the configured order, cost.
 
 One ``httpx.AsyncClient`` per upstream keeps connections alive across requests. The client's own
 ``Authorization`` header is never forwarded (each upstream gets its configured key) and the
 upstream's key never reaches a response. Failures are retried with exponential backoff while no
 byte has reached the client (429, 5xx; connect errors and timeouts are not: an unreachable
-upstream fails fast), then the request may fail over to the other upstream (not a forced one,
-unless ``DARS_FAILOVER_FORCED``). A client error names every upstream tried, its base URL
-(never a key) and the setting to check. httpx errors are mapped to the service's error tree
-here, ``from exc``.
+upstream fails fast), then the request may fail over to the next upstreams of its failover
+order (not a forced one, unless ``DARS_FAILOVER_FORCED``). A client error names every upstream
+tried, its base URL (never a key) and the setting to check. httpx errors are mapped to the
+service's error tree here, ``from exc``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import socket
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -34,6 +36,8 @@ from app.errors import (
 )
 from app.metrics import Metrics
 from app.settings import Settings, UpstreamSettings
+from app.upstreams_file import UpstreamsConfig, configured_upstreams
+from app.utility import TokenAverages
 
 __all__ = [
     "UPSTREAM_NAMES",
@@ -51,8 +55,10 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-UpstreamName = Literal["edge", "cloud"]
-UPSTREAM_NAMES: tuple[UpstreamName, UpstreamName] = ("edge", "cloud")
+# An upstream's configured name: ``edge``/``cloud`` in the two-model setup, any name from
+# ``DARS_UPSTREAMS_FILE`` (app.upstreams_file).
+UpstreamName = str
+UPSTREAM_NAMES: tuple[Literal["edge"], Literal["cloud"]] = ("edge", "cloud")
 CHAT_PATH = "chat/completions"
 _MAX_UPSTREAM_MESSAGE = 500
 
@@ -163,14 +169,19 @@ def _connect_reason(exc: httpx.ConnectError) -> str:
 
 @dataclass(frozen=True)
 class _Where:
-    """The upstream a failure belongs to: its name, public base URL and setting prefix."""
+    """The upstream a failure belongs to: its name, public base URL and where it is set
+    (``file``: the upstreams file, ``None``: the ``DARS_<NAME>_*`` variables)."""
 
     name: str
     url: str
+    file: str | None = None
 
-    @property
-    def setting(self) -> str:
-        return f"DARS_{self.name.upper()}_"
+    def setting(self, field: str) -> str:
+        """What to check for ``field`` (``base_url``, ``model``, ``api_key``)."""
+        if self.file is None:
+            return f"DARS_{self.name.upper()}_{field.upper()}"
+        field = "api_key_env" if field == "api_key" else field
+        return f"{field} of upstream {self.name!r} in {self.file}"
 
     def failure(
         self,
@@ -196,9 +207,9 @@ def _classify_status(where: _Where, exc: _StatusError) -> UpstreamFailure:
         # The service's key is wrong: a configuration error, not the client's. The upstream's
         # message is not relayed: it may quote the (partial) key.
         reason = f"rejected the service's key (status {status})"
-        return where.failure(UpstreamError, "status_4xx", reason, check=where.setting + "API_KEY")
+        return where.failure(UpstreamError, "status_4xx", reason, check=where.setting("api_key"))
     if status == 404:
-        check = f"{where.setting}MODEL and {where.setting}BASE_URL"
+        check = f"{where.setting('model')} and {where.setting('base_url')}"
         return where.failure(UpstreamError, "status_4xx", "not found (status 404)", check=check)
     if status == 413:
         reason = "refused the request as too large (status 413)"
@@ -207,22 +218,24 @@ def _classify_status(where: _Where, exc: _StatusError) -> UpstreamFailure:
     return where.failure(InvalidRequest, "status_4xx", f"rejected the request: {detail}")
 
 
-def classify_error(name: str, exc: Exception, *, base_url: str) -> UpstreamFailure:
+def classify_error(
+    name: str, exc: Exception, *, base_url: str, file: str | None = None
+) -> UpstreamFailure:
     """Map an httpx or status error of upstream ``name`` to the error tree, most specific first.
 
     Connect errors are not retried: an upstream that refuses connections, cannot be resolved or
     does not accept one within the connect timeout will not within a backoff either, and retries
     stacked with failover only delay the answer (fail fast, then fail over).
     """
-    where = _Where(name, public_url(base_url))
+    where = _Where(name, public_url(base_url), file)
     if isinstance(exc, _StatusError):
         return _classify_status(where, exc)
     if isinstance(exc, httpx.ConnectTimeout):
-        check = f"{where.setting}BASE_URL or DARS_UPSTREAM_CONNECT_TIMEOUT_S"
+        check = f"{where.setting('base_url')} or DARS_UPSTREAM_CONNECT_TIMEOUT_S"
         return where.failure(UpstreamError, "connect", "no connection in time", check=check)
     if isinstance(exc, httpx.ConnectError):
         reason = _connect_reason(exc)
-        return where.failure(UpstreamError, "connect", reason, check=where.setting + "BASE_URL")
+        return where.failure(UpstreamError, "connect", reason, check=where.setting("base_url"))
     if isinstance(exc, httpx.PoolTimeout):
         reason = "no free connection in time"
         check = "DARS_UPSTREAM_MAX_CONNECTIONS"
@@ -273,9 +286,11 @@ class UpstreamClient:
         backoff_s: float = 0.2,
         metrics: Metrics | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        file: str | None = None,
     ) -> None:
         self.name = name
         self.config = config
+        self.file = file  # the upstreams file it came from, for error messages
         self.retries = retries
         self.backoff_s = backoff_s
         self.metrics = metrics
@@ -348,7 +363,9 @@ class UpstreamClient:
             try:
                 return await attempt()
             except (httpx.HTTPError, _StatusError, ValueError) as exc:
-                failure = classify_error(self.name, exc, base_url=self.config.base_url)
+                failure = classify_error(
+                    self.name, exc, base_url=self.config.base_url, file=self.file
+                )
                 if self.metrics is not None:
                     self.metrics.upstream_errors.labels(upstream=self.name, kind=failure.kind).inc()
                 if not failure.retryable or retry >= self.retries:
@@ -371,25 +388,82 @@ class UpstreamClient:
 
 
 class Upstreams:
-    """The edge and cloud upstreams and the failover policy between them."""
+    """The configured upstreams, the failover order between them and their token averages.
+
+    ``clients`` in configured order. ``failover`` maps each name to the upstreams it fails over
+    to, tried in that order; without it, the two-model switches apply (edge to cloud, cloud to
+    edge). ``tokens`` holds each upstream's running token averages (app.utility), fed by
+    :meth:`record_usage`, from which utility routing estimates each model's cost per request.
+    """
 
     def __init__(
         self,
-        edge: UpstreamClient,
-        cloud: UpstreamClient,
-        *,
+        *clients: UpstreamClient,
         failover_edge_to_cloud: bool = True,
         failover_cloud_to_edge: bool = False,
+        failover: Mapping[UpstreamName, Sequence[UpstreamName]] | None = None,
         failover_forced: bool = False,
         metrics: Metrics | None = None,
+        token_window: int = 1000,
     ) -> None:
-        self.clients: dict[UpstreamName, UpstreamClient] = {"edge": edge, "cloud": cloud}
-        self.failover_to: dict[UpstreamName, UpstreamName | None] = {
-            "edge": "cloud" if failover_edge_to_cloud else None,
-            "cloud": "edge" if failover_cloud_to_edge else None,
+        self.clients: dict[UpstreamName, UpstreamClient] = {c.name: c for c in clients}
+        # The ``model`` values that force an upstream (app.policy.parse_model_field).
+        self.by_model: dict[str, UpstreamName] = {c.model: c.name for c in clients}
+        if failover is None:
+            failover = {
+                "edge": ["cloud"] if failover_edge_to_cloud else [],
+                "cloud": ["edge"] if failover_cloud_to_edge else [],
+            }
+        self.failover: dict[UpstreamName, tuple[UpstreamName, ...]] = {
+            name: tuple(n for n in failover.get(name, ()) if n in self.clients and n != name)
+            for name in self.clients
         }
         self.failover_forced = failover_forced
         self.metrics = metrics
+        self.tokens = TokenAverages(window=token_window)
+
+    @property
+    def failover_to(self) -> dict[UpstreamName, UpstreamName | None]:
+        """The first upstream each one fails over to (``None``: no failover)."""
+        return {name: (order[0] if order else None) for name, order in self.failover.items()}
+
+    @property
+    def reference(self) -> UpstreamClient:
+        """The upstream savings are measured against: ``cloud``, else the dearest by price."""
+        if "cloud" in self.clients:
+            return self.clients["cloud"]
+        return max(self.clients.values(), key=lambda c: c.cost_usd(Usage(1, 1)))
+
+    @classmethod
+    def from_config(
+        cls,
+        config: UpstreamsConfig,
+        settings: Settings,
+        metrics: Metrics | None = None,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> Upstreams:
+        """Clients for every configured upstream (a file's or the edge/cloud shorthand)."""
+        file = None if config.source == "env" else config.source
+        clients = [
+            UpstreamClient(
+                spec.name,
+                spec.config,
+                retries=settings.upstream_retries,
+                backoff_s=settings.upstream_backoff_s,
+                metrics=metrics,
+                transport=transport,
+                file=file,
+            )
+            for spec in config.upstreams
+        ]
+        return cls(
+            *clients,
+            failover=config.failover,
+            failover_forced=settings.failover_forced,
+            metrics=metrics,
+            token_window=settings.calibration_window,
+        )
 
     @classmethod
     def from_settings(
@@ -399,24 +473,9 @@ class Upstreams:
         *,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> Upstreams:
-        def client(name: UpstreamName) -> UpstreamClient:
-            return UpstreamClient(
-                name,
-                settings.upstream(name),
-                retries=settings.upstream_retries,
-                backoff_s=settings.upstream_backoff_s,
-                metrics=metrics,
-                transport=transport,
-            )
-
-        return cls(
-            client("edge"),
-            client("cloud"),
-            failover_edge_to_cloud=settings.failover_edge_to_cloud,
-            failover_cloud_to_edge=settings.failover_cloud_to_edge,
-            failover_forced=settings.failover_forced,
-            metrics=metrics,
-        )
+        """:meth:`from_config` of :func:`app.upstreams_file.configured_upstreams`."""
+        config = configured_upstreams(settings)
+        return cls.from_config(config, settings, metrics, transport=transport)
 
     def __getitem__(self, name: UpstreamName) -> UpstreamClient:
         return self.clients[name]
@@ -428,27 +487,32 @@ class Upstreams:
         *,
         forced: bool,
     ) -> tuple[UpstreamName, T]:
-        """``attempt`` on ``route``, then on its failover upstream if the policy allows.
+        """``attempt`` on ``route``, then on its failover upstreams in order, while allowed.
 
         A forced request (the client named an upstream's model) fails over only with
-        ``DARS_FAILOVER_FORCED``. When every upstream tried failed, the error names each of them.
+        ``DARS_FAILOVER_FORCED``; a failure that must not fail over (e.g. the client's own bad
+        request) stops at once. When every upstream tried failed, the error names each of them.
         """
-        client = self.clients[route]
-        try:
-            return route, await client.attempt(lambda: attempt(client))
-        except UpstreamFailed as failed:
-            other = self.failover_to[route] if failed.failures[0].failover else None
-            if other is None or (forced and not self.failover_forced):
-                raise failed.error from failed.__cause__
-            logger.warning("%s; failing over to %s", failed, other)
-            if self.metrics is not None:
-                self.metrics.fallbacks.labels(from_upstream=route, to_upstream=other).inc()
-            fallback = self.clients[other]
+        failures: list[UpstreamFailure] = []
+        order = (route,) + (() if forced and not self.failover_forced else self.failover[route])
+        previous: UpstreamName | None = None
+        last: UpstreamFailed | None = None
+        for name in order:
+            if previous is not None:
+                logger.warning("%s; failing over to %s", failures[-1].summary, name)
+                if self.metrics is not None:
+                    self.metrics.fallbacks.labels(from_upstream=previous, to_upstream=name).inc()
+            client = self.clients[name]
             try:
-                return other, await fallback.attempt(lambda: attempt(fallback))
-            except UpstreamFailed as second:
-                both = UpstreamFailed([*failed.failures, *second.failures])
-                raise both.error from second.__cause__
+                return name, await client.attempt(functools.partial(attempt, client))
+            except UpstreamFailed as failed:
+                failures.extend(failed.failures)
+                last = failed
+                if not failed.failures[0].failover:
+                    break
+            previous = name
+        every = UpstreamFailed(failures)
+        raise every.error from (last.__cause__ if last is not None else None)
 
     async def create(
         self, route: UpstreamName, body: Mapping[str, Any], *, forced: bool = False
@@ -480,17 +544,19 @@ class Upstreams:
             self.metrics.latency.labels(stage="upstream_total").observe(elapsed)
 
     def record_usage(self, upstream: UpstreamName, usage: Usage | None) -> float | None:
-        """Count tokens, cost and saving versus the cloud price; return the cost in USD."""
+        """Count tokens (metrics, running averages), cost and saving versus the cloud price (the
+        dearest upstream's without a ``cloud``); return the cost in USD."""
         if usage is None:
             return None
         cost = self.clients[upstream].cost_usd(usage)
+        self.tokens.record(upstream, usage.prompt_tokens, usage.completion_tokens)
         if self.metrics is not None:
             self.metrics.observe_tokens(
                 upstream=upstream,
                 prompt_tokens=usage.prompt_tokens,
                 completion_tokens=usage.completion_tokens,
                 cost_usd=cost,
-                cloud_cost_usd=self.clients["cloud"].cost_usd(usage),
+                cloud_cost_usd=self.reference.cost_usd(usage),
             )
         return cost
 

@@ -25,10 +25,11 @@ from app.cascade_render import completion, completion_events
 from app.deps import ClientAuth, Services, ServicesDep
 from app.live.hook import after_json, after_stream
 from app.openapi import error_responses
-from app.policy import Decision, decide, parse_model_field
+from app.policy import Decision, parse_model_field
 from app.protocol import CHAT_EXAMPLES, ChatCompletionRequest
-from app.query import query_text
+from app.query import query_policy, query_text
 from app.request_context import RequestRecord, request_record
+from app.routing import decide_scored
 from app.streaming import SSEResponse, relay_sse
 from app.upstream import UpstreamName
 
@@ -50,10 +51,15 @@ ROUTE_ERRORS = error_responses(400, 401, 404, 413, 503)
 _ROUTE_HEADERS: dict[str, Any] = {
     name: {"description": description, "schema": {"type": "string"}}
     for name, description in {
-        "x-dars-route": "edge or cloud: the upstream that answered",
-        "x-dars-reason": "threshold, forced, or fallback (the other upstream answered)",
-        "x-dars-score": "router score; absent for forced models",
-        "x-dars-threshold": "threshold used; absent for forced models",
+        "x-dars-route": "the upstream that answered: edge or cloud, or its configured name",
+        "x-dars-model": "the model of the upstream that answered",
+        "x-dars-reason": "threshold, utility (K-model router), forced, or fallback (another "
+        "upstream answered)",
+        "x-dars-score": "router score (two-model routers); absent for forced models",
+        "x-dars-threshold": "threshold, or trade-off knob of a K-model router, used; absent "
+        "for forced models",
+        "x-dars-quality": "K-model router: predicted quality of the chosen model",
+        "x-dars-runner-up": "K-model router: the upstream with the next best utility",
         "x-dars-mode": "cascade when the confidence cascade handled the request",
         "x-dars-k": "cascade: edge answers sampled (0 when none were)",
         "x-dars-entropy": "cascade: normalised semantic entropy of the samples, in [0, 1]",
@@ -106,42 +112,48 @@ async def route_request(
     """
     settings, metrics = services.settings, services.metrics
     started = time.perf_counter()
-    selection = parse_model_field(
-        request.model, edge_model=settings.edge_model, cloud_model=settings.cloud_model
-    )
+    selection = parse_model_field(request.model, upstream_models=services.upstreams.by_model)
     if selection.forced_route is not None:
         decision, cache_hit = Decision.forced(selection.forced_route), None
     else:
-        text = query_text(request, max_chars=settings.query_max_chars)
+        text = query_text(request, query_policy(settings, services.scorer.model.metadata))
         vector, cache_hit = await services.query_embedder.embed(text)
-        score = await services.scorer.score(vector, query_length=len(text))
-        threshold = selection.threshold
-        decision = decide(score, services.threshold.get() if threshold is None else threshold)
-        if record:
-            services.threshold.record(score, decision.route)
+        decision = await decide_scored(services, selection, vector, len(text), record=record)
         metrics.latency.labels(stage="decision").observe(time.perf_counter() - started)
     metrics.decisions.labels(route=decision.route, reason=decision.reason).inc()
     return Routed(decision, cache_hit)
 
 
-def route_headers(decision: Decision) -> dict[str, str]:
-    """The ``x-dars-*`` headers of a decision; score and threshold only when it was scored."""
+def route_headers(decision: Decision, model: str | None = None) -> dict[str, str]:
+    """The ``x-dars-*`` headers of a decision; score and threshold only when it was scored;
+    ``model``: the upstream model (``x-dars-model``); quality and runner-up for utility."""
     headers: dict[str, str] = {"x-dars-route": decision.route, "x-dars-reason": decision.reason}
+    if model is not None:
+        headers["x-dars-model"] = model
     if decision.score is not None:
         headers["x-dars-score"] = f"{decision.score:.6f}"
     if decision.threshold is not None:
         headers["x-dars-threshold"] = f"{decision.threshold:.6f}"
+    if decision.quality is not None:
+        headers["x-dars-quality"] = f"{decision.quality:.6f}"
+    if decision.runner_up is not None:
+        headers["x-dars-runner-up"] = decision.runner_up
     return headers
 
 
 def _served(decision: Decision, upstream: UpstreamName, fell_back: bool) -> Decision:
-    return replace(decision, route=upstream, reason="fallback") if fell_back else decision
+    """The decision as served; after a failover the prediction was another model's."""
+    if not fell_back:
+        return decision
+    return replace(decision, route=upstream, reason="fallback", quality=None, runner_up=None)
 
 
-def _note(record: RequestRecord, decision: Decision, extra: dict[str, str]) -> dict[str, str]:
+def _note(
+    record: RequestRecord, decision: Decision, extra: dict[str, str], model: str | None = None
+) -> dict[str, str]:
     """Tell the request's record where the request went (metric labels, error headers)."""
     record.route, record.reason = decision.route, decision.reason
-    record.headers = {**route_headers(decision), **extra}
+    record.headers = {**route_headers(decision, model), **extra}
     return record.headers
 
 
@@ -184,13 +196,14 @@ async def forward(
     ``extra`` headers join the route headers."""
     extra = extra or {}
     started = time.perf_counter()
-    _note(record, decision, extra)
+    upstreams = services.upstreams
+    _note(record, decision, extra, upstreams[decision.route].model)
     upstream_body = body.upstream_body(include_usage=True)
     forced = decision.reason == "forced"
     if body.stream:
         stream = await services.upstreams.open_stream(decision.route, upstream_body, forced=forced)
         served = _served(decision, stream.upstream, stream.fell_back)
-        headers = _note(record, served, extra)
+        headers = _note(record, served, extra, upstreams[served.route].model)
 
         def finish(status: str) -> None:
             record.outcome = status
@@ -203,6 +216,6 @@ async def forward(
         return SSEResponse(events, headers={**headers, "x-accel-buffering": "no"})
     reply = await services.upstreams.create(decision.route, upstream_body, forced=forced)
     served = _served(decision, reply.upstream, reply.fell_back)
-    headers = _note(record, served, extra)
+    headers = _note(record, served, extra, upstreams[served.route].model)
     live = after_json(services, body, record, served, reply, started=started)
     return Response(reply.content, media_type="application/json", headers=headers, background=live)

@@ -38,4 +38,6 @@ async def route_only(body: ChatBody, services: ServicesDep) -> RouteResponse:
         score=decision.score,
         threshold=decision.threshold,
         cache_hit=routed.cache_hit,
+        quality=decision.quality,
+        runner_up=decision.runner_up,
     )

@@ -14,7 +14,7 @@ from starlette.background import BackgroundTask
 
 from app.live.loop import Answered
 from app.live.shadow import answer_text
-from app.query import query_text
+from app.query import query_policy, query_text
 from app.upstream import UpstreamName, UpstreamReply, Usage
 
 if TYPE_CHECKING:
@@ -39,7 +39,8 @@ def _answered(
     stream: bool,
 ) -> Answered | None:
     try:
-        prompt = query_text(body, max_chars=services.settings.query_max_chars)
+        policy = query_policy(services.settings, services.scorer.model.metadata)
+        prompt = query_text(body, policy)
     except Exception:  # a query without text: nothing to learn from
         return None
     route: UpstreamName = decision.route

@@ -129,12 +129,13 @@ def test_truncated_onnx_file(router_path: Path) -> None:
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"input_name": "features"}, "router inputs must be 'embedding'"),
+        # Names and shapes: the contract's validator (router_models.contract), the trainer's too.
+        ({"input_name": "features"}, r"breaks the contract: .*has inputs \['features'\]"),
         (
             {"length_weight": 0.01, "length_input_name": "n_tokens"},
-            r"has \['embedding', 'n_tokens'\]",
+            r"has inputs \['embedding', 'n_tokens'\]",
         ),
-        ({"output_name": "prob"}, "no output 'score'"),
+        ({"output_name": "prob"}, r"to one output 'score' and/or 'quality'.*outputs \['prob'\]"),
         ({"dim": 8}, "has dimension 8"),
         ({"embedding_model": "intfloat/e5-small"}, "trained on embeddings of 'intfloat/e5-small'"),
         ({"metadata": {META_EMBEDDING_DIM: "768"}}, "embedding_dim=768"),
@@ -154,8 +155,10 @@ def test_truncated_onnx_file(router_path: Path) -> None:
             {"metadata": {META_CALIBRATION: '{"probs": [0, 1], "quantiles": [0.1, NaN]}'}},
             "non-finite",
         ),
-        ({"metadata": {META_MODELS: "edge=a"}}, "models' is not JSON"),
-        ({"metadata": {META_MODELS: '["a", "b"]'}}, "must map names"),
+        ({"metadata": {META_MODELS: "edge=a"}}, "models' is not valid: dars.models is not JSON"),
+        # Contract v2 reads an ordered list too; a score router still knows exactly two models.
+        ({"metadata": {META_MODELS: '["a", "b", "c"]'}}, "knows exactly two models"),
+        ({"metadata": {META_MODELS: '{"edge": "a"}'}}, "must name an 'edge' and a 'cloud'"),
     ],
 )
 def test_broken_routers_are_refused_with_a_clear_message(
