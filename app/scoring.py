@@ -53,6 +53,7 @@ from router_models.contract import (
     parse_models,
     tensor_specs_from_session,
 )
+from router_models.live.state import file_sha256
 
 if TYPE_CHECKING:
     from app.metrics import Metrics
@@ -294,8 +295,7 @@ class Scorer:
         self.providers = providers
         self.intra_op_threads = intra_op_threads
         self._reload_lock = threading.Lock()
-        if metrics is not None:
-            metrics.router_info.info(model.info())
+        self._export_router(model)
 
     @property
     def model(self) -> RouterModel:
@@ -357,10 +357,15 @@ class Scorer:
                 raise
             self._model = model
         self._count_reload("ok")
-        if self._metrics is not None:
-            self._metrics.router_info.info(model.info())
+        self._export_router(model)
         logger.info("router model reloaded from %s (provider %s)", model.path, model.provider)
         return model
+
+    def _export_router(self, model: RouterModel) -> None:
+        """The serving router's info and file hash, so dashboards show versions over time."""
+        if self._metrics is not None:
+            self._metrics.router_info.info(model.info())
+            self._metrics.live.set_router(file_sha256(model.path), time.time())
 
     def _count_reload(self, result: str) -> None:
         if self._metrics is not None:
