@@ -51,7 +51,7 @@ bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.overhead
 
 # DARS Router beside LiteLLM and RouteLLM (each pip-installed into .cache/bench-venvs on first
-# use) and the bare encoder; prints one table and writes bench/RESULTS.md. ~10 min on 2 cores.
+# use) and the bare encoder; prints one table and writes bench/RESULTS.md. 3-5 min on 2 cores.
 bench-peers: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.peers --install
 

