@@ -94,10 +94,6 @@ class Decision:
     def forced(cls, route: Route) -> Decision:
         return cls(route=route, reason="forced")
 
-    @classmethod
-    def fallback(cls, route: Route) -> Decision:
-        return cls(route=route, reason="fallback")
-
 
 @dataclass(frozen=True)
 class ModelSelection:
@@ -110,10 +106,6 @@ class ModelSelection:
     model: str
     forced_route: Route | None = None
     threshold: float | None = None
-
-    @property
-    def uses_router(self) -> bool:
-        return self.forced_route is None
 
 
 def parse_model_field(

@@ -48,15 +48,9 @@ def test_decide(score: float, threshold: float, route: str) -> None:
     assert decision == Decision(route=route, reason="threshold", score=score, threshold=threshold)  # type: ignore[arg-type]
 
 
-def test_forced_and_fallback_decisions_carry_no_score() -> None:
+def test_forced_decisions_carry_no_score() -> None:
     assert Decision.forced("cloud") == Decision(route="cloud", reason="forced")
-    fallback = Decision.fallback("edge")
-    assert (fallback.route, fallback.reason, fallback.score, fallback.threshold) == (
-        "edge",
-        "fallback",
-        None,
-        None,
-    )
+    assert (Decision.forced("edge").score, Decision.forced("edge").threshold) == (None, None)
 
 
 # --- parse_model_field
@@ -66,7 +60,7 @@ def test_router_uses_the_server_threshold() -> None:
     selection = parse("router")
 
     assert selection == ModelSelection(model="router", forced_route=None, threshold=None)
-    assert selection.uses_router
+    assert selection.forced_route is None
 
 
 @pytest.mark.parametrize(
@@ -85,7 +79,7 @@ def test_router_uses_the_server_threshold() -> None:
 def test_router_with_a_per_request_threshold(model: str, threshold: float) -> None:
     selection = parse(model)
 
-    assert selection.uses_router
+    assert selection.forced_route is None
     assert selection.threshold == threshold
     assert selection.model == model
 
@@ -95,7 +89,7 @@ def test_upstream_names_force_the_route(model: str, route: str) -> None:
     selection = parse(model)
 
     assert selection.forced_route == route
-    assert not selection.uses_router
+    assert selection.forced_route is not None
     assert selection.threshold is None
 
 
