@@ -120,9 +120,11 @@ class ModelServer:
 def start_model_server(model: Path, alias: str, log: Path, *extra: str) -> ModelServer:
     """Start one model server on a free loopback port and wait until it serves."""
     port = free_port()
+    # One decode thread: on 2 shared cores a second llama.cpp thread mostly waits on its busy
+    # sibling (SmolLM2 measured 1.3-4.7 tokens/s with 2 threads, 27-30 with 1, at load ~9).
     command = [
         sys.executable, "-m", "app.local_models_server", "--model", str(model),
-        "--alias", alias, "--port", str(port), "--threads", "2", *extra,
+        "--alias", alias, "--port", str(port), "--threads", "1", *extra,
     ]  # fmt: skip
     with log.open("wb") as sink:
         process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, cwd=REPO)
