@@ -1,23 +1,33 @@
 """The confidence cascade as a routing mode: sample the edge k times, keep or escalate.
 
+The cascade climbs a **ladder**: the configured upstreams in their configured order (an
+upstreams file's order; the edge/cloud shorthand gives ``edge``, ``cloud``), so a cascade lists
+its upstreams cheapest first. Every rung but the last is sampled in turn, and the last (the top)
+is never sampled: it answers the forwarded request. With two upstreams: sample the edge, keep
+its answer or escalate to the cloud.
+
 For one request (``router-cascade``, ``router-cascade-<t>``, or ``router`` when
 ``DARS_ROUTING_MODE=cascade``) :meth:`CascadeService.run`
 
 1. declines tools, JSON mode and ``n`` > 1 (:func:`app.cascade_policy.skip_reason`): the
    trained router decides instead;
 2. with ``DARS_CASCADE_GATE`` set, scores the query with the trained router and sends it
-   straight to the cloud when the score reaches the gate (no samples drawn);
-3. spends k samples from the budget (``DARS_CASCADE_MAX_SAMPLES_PER_S``; empty: the trained
-   router decides), asks the edge model for k answers (:mod:`app.cascade_sampling`) and groups
-   them by meaning (:mod:`app.cascade_meaning`);
-4. computes the semantic entropy, normalised by log k, and escalates when it is above the
-   threshold (the trainer's own ``decide``/``escalates``): otherwise the largest meaning
-   class's answer is kept.
+   straight to the top rung when the score reaches the gate (no samples drawn);
+3. for each rung below the top: spends k samples from the budget
+   (``DARS_CASCADE_MAX_SAMPLES_PER_S``; empty at rung 0: the trained router decides; empty
+   higher up: the top rung answers), asks the rung for k answers (:mod:`app.cascade_sampling`)
+   and groups them by meaning (:mod:`app.cascade_meaning`);
+4. computes the semantic entropy, normalised by log k, and climbs to the next rung when it is
+   above the threshold (the trainer's own ``decide``/``escalates``): otherwise the largest
+   meaning class's answer at this rung is kept. A rung whose sampling fails climbs too when its
+   failover allows it.
 
 The outcome says what to answer; the route renders it (the kept answer) or forwards the request
-to the cloud through the normal upstream path, with its retries and failover. The entropy
-threshold is a :class:`app.policy.ThresholdState` of its own: admin API, live window and
-calibration to a cloud share work as for the router's threshold.
+to the top rung through the normal upstream path, with its retries and failover. ``k`` counts
+every sample drawn, ``usage`` sums them, the entropy is the deciding rung's. The entropy
+threshold is one for every rung, a :class:`app.policy.ThresholdState` of its own fed by each
+sampled rung's entropy (route ``cloud`` = climbed): admin API, live window and calibration to a
+climbing share work as for the router's threshold.
 """
 
 from __future__ import annotations
@@ -27,7 +37,7 @@ import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from app.cascade_meaning import Meaning, MeaningGrouper, MeaningMode
 from app.cascade_policy import (
@@ -103,9 +113,11 @@ class CascadeConfig:
 class CascadeOutcome:
     """What the cascade did with one request, enough to answer it and to explain it.
 
-    ``kept`` is set when the edge answer is the reply (``verdict`` ``keep``); otherwise the
-    request is forwarded to ``route``. ``skipped`` names why no samples decided (the trained
-    router did, or the edge failed and the cloud answers).
+    ``kept`` is set when a sampled rung's answer is the reply (``verdict`` ``keep``); otherwise
+    the request is forwarded to ``route`` (the top rung, or the trained router's choice).
+    ``skipped`` names why samples did not decide (the trained router did, a rung failed and the
+    next one answered, or the budget ran out above rung 0). ``rung`` is the ladder rung that
+    answers when the cascade chose it.
     """
 
     route: UpstreamName
@@ -121,6 +133,7 @@ class CascadeOutcome:
     skipped: SkipReason | None = None
     kept: EdgeSample | None = None
     usage: Usage | None = None
+    rung: UpstreamName | None = None
 
     @property
     def decision(self) -> Decision:
@@ -141,10 +154,45 @@ class CascadeOutcome:
             headers["x-dars-clusters"] = str(self.clusters)
         if self.skipped is not None:
             headers["x-dars-cascade-skipped"] = self.skipped
+        if self.rung is not None:
+            headers["x-dars-rung"] = self.rung
         if self.usage is not None:
             tokens = self.usage.prompt_tokens + self.usage.completion_tokens
             headers["x-dars-edge-tokens"] = str(tokens)
         return headers
+
+
+def _add(total: Usage | None, usage: Usage) -> Usage:
+    if total is None:
+        return usage
+    return Usage(
+        prompt_tokens=total.prompt_tokens + usage.prompt_tokens,
+        completion_tokens=total.completion_tokens + usage.completion_tokens,
+    )
+
+
+@dataclass(kw_only=True)
+class _Climb:
+    """One request's way up the ladder so far: samples drawn (``failed_k`` of them on rungs
+    that failed), their usage, the last sampled rung's verdict and a kept answer."""
+
+    score: float | None
+    k: int = 0
+    failed_k: int = 0
+    usage: Usage | None = None
+    skipped: SkipReason | None = None
+    decided: CascadeOutcome | None = None
+    outcome: CascadeOutcome | None = None
+
+    def result(self, top: UpstreamName) -> CascadeOutcome:
+        """The kept answer, else the top rung answering (escalated, or every rung failed)."""
+        if self.outcome is not None:
+            base = self.outcome
+        elif self.decided is not None:
+            base = replace(self.decided, route=top, rung=top)
+        else:
+            base = CascadeOutcome(route=top, reason="fallback", score=self.score, rung=top)
+        return replace(base, k=self.k, usage=self.usage, skipped=self.skipped)
 
 
 class CascadeService:
@@ -180,6 +228,11 @@ class CascadeService:
         if metrics is not None:
             metrics.cascade_threshold.set(config.threshold)
 
+    @property
+    def ladder(self) -> tuple[UpstreamName, ...]:
+        """The configured upstreams in configured order: sampled bottom up, the last forwarded."""
+        return tuple(self.upstreams.clients)
+
     def selection(self, model: str) -> CascadeSelection | None:
         """The cascade selection of a ``model`` field, ``None`` for another routing mode."""
         return parse_cascade_model(model, default_mode=self.config.default_mode)
@@ -213,8 +266,8 @@ class CascadeService:
     async def run(
         self, request: ChatCompletionRequest, selection: CascadeSelection
     ) -> CascadeOutcome:
-        """Decide for one request (see the module docstring); may raise the edge's error when
-        sampling fails and failover to the cloud is off."""
+        """Decide for one request (see the module docstring); may raise a rung's error when
+        its sampling fails and its failover is off."""
         outcome = await self._run(request, selection)
         if self.metrics is not None:
             self.metrics.decisions.labels(route=outcome.route, reason=outcome.reason).inc()
@@ -227,6 +280,8 @@ class CascadeService:
         skipped = skip_reason(body)
         if skipped is not None:
             return await self._by_router(request, skipped, None)
+        ladder = self.ladder
+        top = ladder[-1]
         score = None
         gate = self.config.gate
         if gate is not None:
@@ -234,37 +289,70 @@ class CascadeService:
             if score >= gate:
                 self._count("gate")
                 return CascadeOutcome(
-                    route="cloud",
+                    route=top,
                     reason="gate",
                     verdict="escalate",
                     score=score,
                     router_threshold=gate,
+                    rung=top,
                 )
-        k = self.config.k
-        if not self.budget.take(k):
-            return await self._by_router(request, "budget", score)
-        started = time.perf_counter()
-        try:
-            samples = await self.sampler.sample(body, k)
-        except UpstreamFailed as failed:
-            if self.upstreams.failover_to["edge"] is None or not failed.failures[0].failover:
-                raise failed.error from failed.__cause__
-            logger.warning("%s; the cloud answers instead", failed)
-            self._skip("edge_failed")
-            return CascadeOutcome(
-                route="cloud", reason="fallback", k=k, skipped="edge_failed", score=score
-            )
-        meaning = await self.grouper.group(samples.texts)
         threshold = selection.threshold if selection.threshold is not None else self.threshold.get()
-        outcome, representative = self._decide(meaning, threshold, score)
-        self.threshold.record(outcome.entropy or 0.0, outcome.route)
+        started = time.perf_counter()
+        climb = _Climb(score=score)
+        for index, rung in enumerate(ladder[:-1]):
+            if not self.budget.take(self.config.k):
+                if index == 0:
+                    return await self._by_router(request, "budget", score)
+                self._skip("budget")
+                climb.skipped = "budget"
+                break
+            outcome = await self._sample_rung(body, rung, ladder[index + 1], threshold, climb)
+            if outcome is not None:
+                climb.outcome = outcome
+                break
+        if self.metrics is not None and climb.k > climb.failed_k:
+            self.metrics.latency.labels(stage="cascade").observe(time.perf_counter() - started)
+        if climb.outcome is None and climb.decided is not None:
+            self._count("escalate")
+        return climb.result(top)
+
+    async def _sample_rung(
+        self,
+        body: dict[str, Any],
+        rung: UpstreamName,
+        above: UpstreamName,
+        threshold: float,
+        climb: _Climb,
+    ) -> CascadeOutcome | None:
+        """Sample one rung into ``climb``; its keep outcome, or ``None`` to climb to ``above``.
+
+        Raises the rung's error when sampling fails and its failover is off."""
+        k = self.config.k
+        climb.k += k
+        try:
+            samples = await self.sampler.sample(body, k, rung)
+        except UpstreamFailed as failed:
+            if self.upstreams.failover_to[rung] is None or not failed.failures[0].failover:
+                raise failed.error from failed.__cause__
+            logger.warning("%s; the cascade climbs to %s", failed, above)
+            self._skip("edge_failed")
+            climb.failed_k += k
+            climb.skipped = "edge_failed"
+            return None
+        climb.usage = _add(climb.usage, samples.usage)
+        meaning = await self.grouper.group(samples.texts)
+        outcome, representative = self._decide(meaning, threshold, climb.score)
+        keep = outcome.verdict == "keep"
+        self.threshold.record(outcome.entropy or 0.0, "edge" if keep else "cloud")
         if self.metrics is not None:
             self.metrics.cascade_edge_samples.inc(k)
+            self.metrics.cascade_samples.labels(upstream=rung).inc(k)
             self.metrics.cascade_entropy.observe(outcome.entropy or 0.0)
-            self.metrics.latency.labels(stage="cascade").observe(time.perf_counter() - started)
-        self._count(outcome.verdict or "keep")
-        kept = samples.samples[representative] if outcome.verdict == "keep" else None
-        return replace(outcome, kept=kept, usage=samples.usage)
+        climb.decided = outcome
+        if not keep:
+            return None
+        self._count("keep")
+        return replace(outcome, route=rung, kept=samples.samples[representative], rung=rung)
 
     @staticmethod
     def _decide(

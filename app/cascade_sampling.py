@@ -1,5 +1,5 @@
-"""k answers from the edge model for one request: k parallel calls with distinct seeds, or one
-call with ``n = k``.
+"""k answers from one rung of the cascade's ladder (the edge model, or any configured upstream
+below the top) for one request: k parallel calls with distinct seeds, or one call with ``n = k``.
 
 llama.cpp's server accepts ``n`` up to its ``--parallel`` slots and then answers k different
 choices in one response, but reports the usage of one choice only (measured with xllamacpp and
@@ -8,8 +8,8 @@ default: every sample's usage is counted and the samples run in the server's par
 the same. Other OpenAI-compatible servers ignore ``n`` or refuse it; the setting
 ``DARS_CASCADE_EDGE_N`` turns it on where it is known to work.
 
-Each call goes through the edge client's retries; a failed sample fails the whole sampling
-(``UpstreamFailed``), and the cascade then escalates to the cloud when failover allows it.
+Each call goes through the upstream client's retries; a failed sample fails the whole sampling
+(``UpstreamFailed``), and the cascade then climbs to the next rung when failover allows it.
 """
 
 from __future__ import annotations
@@ -19,7 +19,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from app.upstream import UpstreamClient, UpstreamFailed, Upstreams, Usage, classify_error
+from app.upstream import (
+    UpstreamClient,
+    UpstreamFailed,
+    UpstreamName,
+    Upstreams,
+    Usage,
+    classify_error,
+)
 
 __all__ = ["EdgeSample", "EdgeSampler", "EdgeSamples", "sample_bodies"]
 
@@ -80,7 +87,8 @@ def _sum(usages: Sequence[Usage | None]) -> Usage:
 
 
 class EdgeSampler:
-    """Draws k answers from the edge upstream; counts their tokens and cost in the metrics."""
+    """Draws k answers from one upstream (``edge`` unless told); counts their tokens and cost
+    in the metrics under that upstream's name."""
 
     def __init__(self, upstreams: Upstreams, *, temperature: float, use_n: bool) -> None:
         self.upstreams = upstreams
@@ -91,15 +99,20 @@ class EdgeSampler:
     def edge(self) -> UpstreamClient:
         return self.upstreams["edge"]
 
-    async def _call(self, body: Mapping[str, Any]) -> dict[str, Any]:
-        _, payload = await self.edge.attempt(lambda: self.edge.create_once(body))
+    async def _call(self, client: UpstreamClient, body: Mapping[str, Any]) -> dict[str, Any]:
+        _, payload = await client.attempt(lambda: client.create_once(body))
         return payload
 
-    async def sample(self, body: Mapping[str, Any], k: int) -> EdgeSamples:
-        """k samples of ``body``; raises ``UpstreamFailed`` when a call fails after retries,
-        or when the edge answered fewer than k choices."""
+    async def sample(
+        self, body: Mapping[str, Any], k: int, upstream: UpstreamName = "edge"
+    ) -> EdgeSamples:
+        """k samples of ``body`` from ``upstream``; raises ``UpstreamFailed`` when a call fails
+        after retries, or when the upstream answered fewer than k choices."""
+        client = self.upstreams[upstream]
         bodies = sample_bodies(body, k, temperature=self.temperature, use_n=self.use_n)
-        results = await asyncio.gather(*(self._call(b) for b in bodies), return_exceptions=True)
+        results = await asyncio.gather(
+            *(self._call(client, b) for b in bodies), return_exceptions=True
+        )
         for result in results:
             if isinstance(result, BaseException):
                 raise result
@@ -112,12 +125,12 @@ class EdgeSampler:
         )
         usages = [Usage.from_payload(payload.get("usage")) for payload in payloads]
         for usage in usages:
-            self.upstreams.record_usage("edge", usage)
+            self.upstreams.record_usage(upstream, usage)
         if len(samples) < k:
             failure = classify_error(
-                "edge",
+                upstream,
                 ValueError(f"asked for {k} answers, got {len(samples)}"),
-                base_url=self.edge.config.base_url,
+                base_url=client.config.base_url,
             )
             raise UpstreamFailed([failure])
         return EdgeSamples(samples[:k], _sum(usages))

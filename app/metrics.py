@@ -165,27 +165,35 @@ class Metrics:
         # --- confidence cascade (app/cascade.py)
         self.cascade_decisions = Counter(
             "dars_cascade_decisions_total",
-            "Cascade verdicts: keep (edge answer), escalate (to the cloud on high entropy), "
-            "gate (to the cloud on the router score, no samples).",
+            "Cascade verdicts: keep (a sampled rung's answer), escalate (to the top rung: high "
+            "entropy on every sampled rung), gate (to the top rung on the router score).",
             ["decision"],
             registry=r,
         )
         self.cascade_skipped = Counter(
             "dars_cascade_skipped_total",
             "Cascade requests not decided by samples, by reason: tools|response_format|n "
-            "(the trained router decided), budget (sample cap reached: the router decided), "
-            "edge_failed (the cloud answered).",
+            "(the trained router decided), budget (sample cap reached: the router decided, or "
+            "the top rung above rung 0), edge_failed (a rung failed: the next one answered).",
             ["reason"],
             registry=r,
         )
         self.cascade_entropy = Histogram(
             "dars_cascade_entropy",
-            "Normalised semantic entropy (entropy / log k) of the edge samples of each request.",
+            "Normalised semantic entropy (entropy / log k) of the samples of each sampled rung.",
             buckets=SCORE_BUCKETS,
             registry=r,
         )
         self.cascade_edge_samples = Counter(
-            "dars_cascade_edge_samples_total", "Edge answers sampled by the cascade.", registry=r
+            "dars_cascade_edge_samples_total",
+            "Answers sampled by the cascade, every sampled rung of its ladder together.",
+            registry=r,
+        )
+        self.cascade_samples = Counter(
+            "dars_cascade_samples_total",
+            "Answers sampled by the cascade, by upstream (rung of its ladder).",
+            ["upstream"],
+            registry=r,
         )
         self.cascade_threshold = Gauge(
             "dars_cascade_threshold", "Current entropy threshold of the cascade.", registry=r

@@ -61,15 +61,19 @@ _ROUTE_HEADERS: dict[str, Any] = {
         "x-dars-quality": "K-model router: predicted quality of the chosen model",
         "x-dars-runner-up": "K-model router: the upstream with the next best utility",
         "x-dars-mode": "cascade when the confidence cascade handled the request",
-        "x-dars-k": "cascade: edge answers sampled (0 when none were)",
-        "x-dars-entropy": "cascade: normalised semantic entropy of the samples, in [0, 1]",
+        "x-dars-k": "cascade: answers sampled, every sampled rung together (0 when none were)",
+        "x-dars-entropy": "cascade: normalised semantic entropy of the deciding rung's samples, "
+        "in [0, 1]",
         "x-dars-entropy-threshold": "cascade: entropy threshold used",
-        "x-dars-decision": "cascade: keep (edge answer) or escalate (cloud answer)",
+        "x-dars-decision": "cascade: keep (a sampled rung's answer) or escalate (the top rung "
+        "answers)",
+        "x-dars-rung": "cascade: the rung of its ladder (configured upstreams, cheapest first) "
+        "chosen to answer",
         "x-dars-meaning": "cascade: how answers were grouped (number, choice, embedding, text)",
         "x-dars-clusters": "cascade: distinct meanings among the samples",
         "x-dars-cascade-skipped": "cascade: why the router decided instead (tools, "
-        "response_format, n, budget) or the cloud answered (edge_failed)",
-        "x-dars-edge-tokens": "cascade: tokens of all edge samples together",
+        "response_format, n, budget) or a rung failed and the next answered (edge_failed)",
+        "x-dars-edge-tokens": "cascade: tokens of all samples together, every sampled rung",
     }.items()
 }
 _SSE_EVENT: dict[str, Any] = {  # one event of the stream
