@@ -27,19 +27,11 @@ samples, accuracy per cloud call, latency, and one row per prompt. Run from the 
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
-import os
-import platform
-import random
-import socket
 import statistics
-import subprocess
 import sys
 import time
-import urllib.request
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -48,18 +40,25 @@ from typing import Any
 import openai
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))  # the loopback uvicorn helper of the test suite
+sys.path.insert(0, str(REPO))  # bench._local when run as a script
 
-from integration.upstream_server import ServerThread  # noqa: E402
+from bench._local import (  # noqa: E402
+    CLOUD_FILE,
+    CLOUD_NAME,
+    DATASETS,
+    DEFAULT_DATA,
+    EDGE_FILE,
+    EDGE_NAME,
+    bundled_router,
+    cpu_line,
+    gold_grade,
+    load_average,
+    model_server,
+    prompts,
+    router_service,
+    write_report,
+)
 
-from app.main import bundled_router_path, create_app  # noqa: E402
-from app.settings import Settings  # noqa: E402
-from router_models.collect.grading import grade_numeric, grade_short  # noqa: E402
-
-MODELS = Path(os.environ.get("DARS_CACHE", Path.home() / ".cache" / "dars-router")) / "models"
-EDGE_FILE, EDGE_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf", "smollm2-135m-instruct"
-CLOUD_FILE, CLOUD_NAME = "Qwen2.5-Coder-0.5B-Instruct.Q4_K_M.gguf", "qwen2.5-coder-0.5b-instruct"
-DATASETS = (("gsm8k", "test"), ("nq-open", "test"))
 SYSTEM = {
     "gsm8k": (
         "Solve the math problem in a few short sentences, no code. "
@@ -69,7 +68,6 @@ SYSTEM = {
 }
 MAX_TOKENS = {"gsm8k": 256, "nq-open": 24}
 TEMPERATURE = 0.0  # the client asks for greedy answers; the cascade samples at its own 0.7
-TIMEOUT_S = 900.0  # generous: other jobs share the cores
 
 
 @dataclass(frozen=True)
@@ -90,67 +88,10 @@ class Answer:
     text: str = ""
 
 
-def prompts(data: Path, per_dataset: int, seed: int) -> list[dict[str, Any]]:
-    """``per_dataset`` seeded prompts of each dataset, interleaved."""
-    chosen: list[list[dict[str, Any]]] = []
-    for name, split in DATASETS:
-        with gzip.open(data / f"prompts-{name}.jsonl.gz", "rt", encoding="utf-8") as handle:
-            rows = [row for line in handle if (row := json.loads(line))["split"] == split]
-        chosen.append(random.Random(seed).sample(rows, per_dataset))
-    return [row for pair in zip(*chosen, strict=True) for row in pair]
-
-
 def gold(row: dict[str, Any]) -> str:
     if row["dataset"] == "gsm8k":
         return str(row["meta"]["answer"])
     return " / ".join(row["meta"]["answers"])
-
-
-def grade(row: dict[str, Any], text: str) -> float:
-    if row["dataset"] == "gsm8k":
-        return grade_numeric(text, row["meta"]["answer"]).score
-    return grade_short(text, row["meta"]["answers"]).score
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _ready(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return bool(response.status == 200)
-    except OSError:
-        return False
-
-
-@contextmanager
-def model_server(file: str, alias: str, parallel: int, log: Path) -> Iterator[str]:
-    """One ``app.local_models_server`` on a free loopback port; yields its ``.../v1`` URL."""
-    port = _free_port()
-    command = [
-        sys.executable, "-m", "app.local_models_server", "--model", str(MODELS / file),
-        "--alias", alias, "--port", str(port), "--threads", "1", "--parallel", str(parallel),
-        "--exit-with-parent",
-    ]  # fmt: skip
-    with log.open("wb") as sink:
-        process = subprocess.Popen(command, cwd=REPO, stdout=sink, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 300
-        while not _ready(f"http://127.0.0.1:{port}/health"):
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{alias} did not start; see {log}")
-            time.sleep(0.3)
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=30)
 
 
 def ask(client: openai.OpenAI, model: str, row: dict[str, Any], seed: int) -> Answer:
@@ -177,7 +118,7 @@ def ask(client: openai.OpenAI, model: str, row: dict[str, Any], seed: int) -> An
         mode=model,
         query_id=row["query_id"],
         dataset=row["dataset"],
-        correct=grade(row, text),
+        correct=gold_grade(row, text),
         route=route,
         edge_samples=k + int(k == 0 and route == "edge"),
         cloud_calls=int(route == "cloud"),
@@ -300,20 +241,9 @@ def decisions(answers: Sequence[Answer], cascade_mode: str) -> list[str]:
     return lines
 
 
-def _uptime() -> str:
-    return ", ".join(Path("/proc/loadavg").read_text(encoding="utf-8").split()[:3])
-
-
-def _cpu() -> str:
-    for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
-        if line.startswith("model name"):
-            return f"{line.split(':', 1)[1].strip()}, {os.cpu_count()} cores"
-    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--per-dataset", type=int, default=25)
     parser.add_argument("--seed", type=int, default=0, help="prompt sample and request seed")
     parser.add_argument("--k", type=int, default=3)
@@ -322,43 +252,27 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--answers", type=Path, default=None, help="JSON lines of every answer")
     args = parser.parse_args()
-    router = bundled_router_path()
-    if router is None:
-        raise SystemExit("no bundled router (router_models/pretrained/default.onnx)")
+    router = bundled_router()
     rows = prompts(args.data, args.per_dataset, args.seed)
     cascade_mode = f"router-cascade-{args.threshold}"
     modes = [EDGE_NAME, CLOUD_NAME, "router", cascade_mode]
-    load_before, started_at, started = _uptime(), datetime.now(UTC), time.perf_counter()
+    load_before, started_at, started = load_average(), datetime.now(UTC), time.perf_counter()
     answers: list[Answer] = []
     router_threshold = "?"
     with (
-        model_server(EDGE_FILE, EDGE_NAME, args.k, args.logs / "cascade-edge.log") as edge_url,
-        model_server(CLOUD_FILE, CLOUD_NAME, 1, args.logs / "cascade-cloud.log") as cloud_url,
+        model_server(EDGE_FILE, EDGE_NAME, args.logs / "cascade-edge.log", args.k) as edge_url,
+        model_server(CLOUD_FILE, CLOUD_NAME, args.logs / "cascade-cloud.log", 1) as cloud_url,
+        router_service(router, edge_url, cloud_url, cascade_k=args.k) as (_, client),
     ):
-        settings = Settings(
-            _env_file=None,  # type: ignore[call-arg]
-            router_model=router,
-            edge_base_url=edge_url, edge_model=EDGE_NAME,
-            cloud_base_url=cloud_url, cloud_model=CLOUD_NAME,
-            cascade_k=args.k, onnx_threads=1, torch_threads=1, embedding_threads=1,
-            upstream_read_timeout_s=TIMEOUT_S, upstream_backoff_s=0.0,
-        )  # fmt: skip
-        server = ServerThread(create_app(settings), lifespan="on").start()
-        try:
-            with openai.OpenAI(
-                base_url=f"{server.url}/v1", api_key="-", timeout=TIMEOUT_S, max_retries=0
-            ) as client:
-                for number, row in enumerate(rows, 1):
-                    for mode in modes:
-                        answers.append(ask(client, mode, row, args.seed))
-                        print(f"[{number}/{len(rows)}] {answers[-1]}", file=sys.stderr, flush=True)
-                probe = client.chat.completions.with_raw_response.create(
-                    model="router", messages=[{"role": "user", "content": "hi"}], max_tokens=1
-                )
-                router_threshold = probe.headers.get("x-dars-threshold", "?")
-        finally:
-            server.stop()
-    elapsed, load_after = time.perf_counter() - started, _uptime()
+        for number, row in enumerate(rows, 1):
+            for mode in modes:
+                answers.append(ask(client, mode, row, args.seed))
+                print(f"[{number}/{len(rows)}] {answers[-1]}", file=sys.stderr, flush=True)
+        probe = client.chat.completions.with_raw_response.create(
+            model="router", messages=[{"role": "user", "content": "hi"}], max_tokens=1
+        )
+        router_threshold = probe.headers.get("x-dars-threshold", "?")
+    elapsed, load_after = time.perf_counter() - started, load_average()
     by = {(a.mode, a.query_id): a for a in answers}
     derived = []
     if float(args.threshold) > 0.0:
@@ -381,8 +295,7 @@ def main() -> int:
             f"    {command}",
             "",
             f"- Date: {started_at:%Y-%m-%d %H:%M} UTC; wall time {elapsed / 60:.1f} min.",
-            f"- CPU: {_cpu()}; shared with other jobs. Load average (1, 5, 15 min) before "
-            f"{load_before}, after {load_after}: latencies are on a contended machine.",
+            cpu_line(load_before, load_after, ": latencies are on a contended machine"),
             f"- Models (llama.cpp via xllamacpp, one decoding thread each, loopback): edge "
             f"SmolLM2-135M-Instruct Q4_1 (`{EDGE_NAME}`, {args.k} parallel slots), cloud "
             f"Qwen2.5-Coder-0.5B-Instruct Q4_K_M (`{CLOUD_NAME}`).",
@@ -428,13 +341,10 @@ def main() -> int:
             "",
         ]
     )
-    print(report)
+    write_report(report, args.out)
     if args.answers is not None:
         with args.answers.open("w", encoding="utf-8") as sink:
             sink.writelines(json.dumps(answer.__dict__) + "\n" for answer in answers)
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(report, encoding="utf-8")
     return 0
 
 

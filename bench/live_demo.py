@@ -27,52 +27,52 @@ report. Run from the repository root (3 minutes on two shared cores; the committ
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import os
-import platform
-import random
 import re
 import shlex
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import openai
+from pydantic import SecretStr
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))  # the loopback uvicorn helper of the test suite
+sys.path.insert(0, str(REPO))  # bench._local when run as a script
 
-from integration.upstream_server import ServerThread  # noqa: E402
-from pydantic import SecretStr  # noqa: E402
-
-from app.main import bundled_router_path, create_app  # noqa: E402
-from app.settings import Settings  # noqa: E402
-from router_models.collect.grading import grade_numeric, grade_short  # noqa: E402
+from bench._local import (  # noqa: E402
+    CLOUD_FILE,
+    CLOUD_NAME,
+    DEFAULT_DATA,
+    EDGE_FILE,
+    EDGE_NAME,
+    TIMEOUT_S,
+    bundled_router,
+    cpu_line,
+    gold_grade,
+    load_average,
+    model_server,
+    prompts,
+    router_service,
+    write_report,
+)
 from router_models.live.records import Grade, LiveRecord  # noqa: E402
 from router_models.live.store import SqliteStore  # noqa: E402
 
-MODELS = Path(os.environ.get("DARS_CACHE", Path.home() / ".cache" / "dars-router")) / "models"
-EDGE_FILE, EDGE_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf", "smollm2-135m-instruct"
-CLOUD_FILE, CLOUD_NAME = "Qwen2.5-Coder-0.5B-Instruct.Q4_K_M.gguf", "qwen2.5-coder-0.5b-instruct"
-DATASETS = (("gsm8k", "test"), ("nq-open", "test"))
 SYSTEM = {
     "gsm8k": "Solve the math problem briefly. End with 'The answer is' and the number.",
     "nq-open": "Answer the question with a short phrase only.",
 }
 MAX_TOKENS = {"gsm8k": 48, "nq-open": 24}
 ADMIN = "live-demo-admin"
-TIMEOUT_S = 900.0  # generous: other jobs share the cores
 GOLDS_ENV = "DARS_LIVE_DEMO_GOLDS"  # the grader's gold answers, a JSON file {prompt: row}
 
 
@@ -83,62 +83,6 @@ def grade(query: str, answer: str) -> float | None:
     rows: dict[str, dict[str, Any]] = json.loads(Path(os.environ[GOLDS_ENV]).read_text())
     row = rows.get(query)
     return None if row is None else gold_grade(row, answer)
-
-
-def gold_grade(row: dict[str, Any], text: str) -> float:
-    if row["dataset"] == "gsm8k":
-        return grade_numeric(text, row["meta"]["answer"]).score
-    return grade_short(text, row["meta"]["answers"]).score
-
-
-def prompts(data: Path, per_dataset: int, seed: int) -> list[dict[str, Any]]:
-    """``per_dataset`` seeded prompts of each dataset, interleaved."""
-    chosen: list[list[dict[str, Any]]] = []
-    for name, split in DATASETS:
-        with gzip.open(data / f"prompts-{name}.jsonl.gz", "rt", encoding="utf-8") as handle:
-            rows = [row for line in handle if (row := json.loads(line))["split"] == split]
-        chosen.append(random.Random(seed).sample(rows, per_dataset))
-    return [row for pair in zip(*chosen, strict=True) for row in pair]
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _ready(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return bool(response.status == 200)
-    except OSError:
-        return False
-
-
-@contextmanager
-def model_server(file: str, alias: str, log: Path) -> Iterator[str]:
-    """One ``app.local_models_server`` on a free loopback port; yields its ``.../v1`` URL."""
-    port = _free_port()
-    command = [
-        sys.executable, "-m", "app.local_models_server", "--model", str(MODELS / file),
-        "--alias", alias, "--port", str(port), "--threads", "1", "--exit-with-parent",
-    ]  # fmt: skip
-    with log.open("wb") as sink:
-        process = subprocess.Popen(command, cwd=REPO, stdout=sink, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 300
-        while not _ready(f"http://127.0.0.1:{port}/health"):
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{alias} did not start; see {log}")
-            time.sleep(0.3)
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=30)
 
 
 def ask(client: openai.OpenAI, row: dict[str, Any], seed: int) -> tuple[str, str]:
@@ -225,17 +169,9 @@ def judge_table(
     return lines
 
 
-def _uptime() -> str:
-    return ", ".join(f"{v:.1f}" for v in os.getloadavg())
-
-
-def _cpu() -> str:
-    return f"{os.cpu_count()} CPUs, {platform.machine()}, {platform.processor() or 'unknown'}"
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--per-dataset", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0, help="prompt sample and request seed")
     parser.add_argument("--judge", choices=("llm", "grader"), default="llm")
@@ -247,9 +183,7 @@ def main() -> int:
     parser.add_argument("--work", type=Path, default=None, help="store, state (default: temp)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-    router = bundled_router_path()
-    if router is None:
-        raise SystemExit("no bundled router (router_models/pretrained/default.onnx)")
+    router = bundled_router()
     work = args.work or Path(tempfile.mkdtemp(prefix="dars-live-demo-"))
     work.mkdir(parents=True, exist_ok=True)
     db, state, obs = work / "live.db", work / "loop", work / "observations.jsonl.gz"
@@ -260,68 +194,61 @@ def main() -> int:
     judge: dict[str, Any] = {"shadow_judge": "llm"}
     if args.judge == "grader":
         judge = {"shadow_judge": "grader", "shadow_grader": "live_demo:grade"}
-    load_before, started_at, started = _uptime(), datetime.now(UTC), time.perf_counter()
+    load_before, started_at, started = load_average(), datetime.now(UTC), time.perf_counter()
     routes: dict[str, int] = {}
     with (
         model_server(EDGE_FILE, EDGE_NAME, work / "edge.log") as edge_url,
         model_server(CLOUD_FILE, CLOUD_NAME, work / "cloud.log") as cloud_url,
+        router_service(
+            router,
+            edge_url,
+            cloud_url,
+            cloud_price_input_per_mtok=0.0,
+            cloud_price_output_per_mtok=0.0,
+            admin_token=SecretStr(ADMIN),
+            live_store=SecretStr(f"sqlite:///{db}"),
+            record_prompts=True,
+            shadow_rate=1.0,
+            shadow_edge_samples=args.edge_samples,
+            shadow_cloud_samples=args.cloud_samples,
+            shadow_calls_per_minute=10_000,
+            shadow_queue_size=10_000,
+            **judge,
+        ) as (url, client),  # fmt: skip
     ):
-        settings = Settings(
-            _env_file=None,  # type: ignore[call-arg]
-            router_model=router,
-            edge_base_url=edge_url, edge_model=EDGE_NAME,
-            cloud_base_url=cloud_url, cloud_model=CLOUD_NAME,
-            cloud_price_input_per_mtok=0.0, cloud_price_output_per_mtok=0.0,
-            onnx_threads=1, torch_threads=1, embedding_threads=1,
-            upstream_read_timeout_s=TIMEOUT_S, upstream_backoff_s=0.0,
-            admin_token=SecretStr(ADMIN), live_store=SecretStr(f"sqlite:///{db}"),
-            record_prompts=True, shadow_rate=1.0, shadow_edge_samples=args.edge_samples,
-            shadow_cloud_samples=args.cloud_samples, shadow_calls_per_minute=10_000,
-            shadow_queue_size=10_000, **judge,
-        )  # fmt: skip
-        server = ServerThread(create_app(settings), lifespan="on").start()
-        try:
-            with openai.OpenAI(
-                base_url=f"{server.url}/v1", api_key="-", timeout=TIMEOUT_S, max_retries=0
-            ) as client:
-                for number, row in enumerate(rows, 1):
-                    _, route = ask(client, row, args.seed)
-                    routes[route] = routes.get(route, 0) + 1
-                    print(f"[{number}/{len(rows)}] {row['query_id']} -> {route}", file=sys.stderr)
-                sent_s = time.perf_counter() - started
-                shadow_s = wait_for_shadow(server.url, len(rows), TIMEOUT_S)
-                grades_ok = _counter(server.url, "dars_shadow_grades_total", "ok")
-                unparsed = _counter(server.url, "dars_shadow_grades_total", "unparsed")
-                while len(store_rows(db)[1]) < grades_ok:  # the writer batches
-                    time.sleep(0.5)
-                export_out = dars_train(
-                    "live", "export", "--store", f"sqlite:///{db}", "--out", str(obs)
-                )
-                retrain_args = [
-                    "live", "retrain", "--store", f"sqlite:///{db}", "--state-dir", str(state),
-                    "--serving", str(router), "--url", server.url, "--admin-token", ADMIN,
-                    "--holdout", str(args.holdout), "--min-queries", str(args.min_queries),
-                    "--margin", str(args.margin),
-                ]  # fmt: skip
-                dars_train(*retrain_args)
-                decisions = [
-                    json.loads(line)
-                    for line in (state / "decisions.jsonl").read_text().splitlines()
-                ]
-                after: list[str] = []
-                if decisions[-1]["event"] == "promote":
-                    request_id, route = ask(client, rows[0], args.seed)
-                    ready = httpx.get(f"{server.url}/readyz", timeout=30).json()
-                    time.sleep(2.0)
-                    record = next(r for r in store_rows(db)[0] if r.request_id == request_id)
-                    after = [
-                        f"- After the promotion, `/readyz` reports `{ready['router']['path']}`; "
-                        f"request `{request_id}` went to `{route}` and its record names router "
-                        f"sha256 `{record.router_sha256}`.",
-                    ]
-        finally:
-            server.stop()
-    elapsed, load_after = time.perf_counter() - started, _uptime()
+        for number, row in enumerate(rows, 1):
+            _, route = ask(client, row, args.seed)
+            routes[route] = routes.get(route, 0) + 1
+            print(f"[{number}/{len(rows)}] {row['query_id']} -> {route}", file=sys.stderr)
+        sent_s = time.perf_counter() - started
+        shadow_s = wait_for_shadow(url, len(rows), TIMEOUT_S)
+        grades_ok = _counter(url, "dars_shadow_grades_total", "ok")
+        unparsed = _counter(url, "dars_shadow_grades_total", "unparsed")
+        while len(store_rows(db)[1]) < grades_ok:  # the writer batches
+            time.sleep(0.5)
+        export_out = dars_train("live", "export", "--store", f"sqlite:///{db}", "--out", str(obs))
+        retrain_args = [
+            "live", "retrain", "--store", f"sqlite:///{db}", "--state-dir", str(state),
+            "--serving", str(router), "--url", url, "--admin-token", ADMIN,
+            "--holdout", str(args.holdout), "--min-queries", str(args.min_queries),
+            "--margin", str(args.margin),
+        ]  # fmt: skip
+        dars_train(*retrain_args)
+        decisions = [
+            json.loads(line) for line in (state / "decisions.jsonl").read_text().splitlines()
+        ]
+        after: list[str] = []
+        if decisions[-1]["event"] == "promote":
+            request_id, route = ask(client, rows[0], args.seed)
+            ready = httpx.get(f"{url}/readyz", timeout=30).json()
+            time.sleep(2.0)
+            record = next(r for r in store_rows(db)[0] if r.request_id == request_id)
+            after = [
+                f"- After the promotion, `/readyz` reports `{ready['router']['path']}`; "
+                f"request `{request_id}` went to `{route}` and its record names router "
+                f"sha256 `{record.router_sha256}`.",
+            ]
+    elapsed, load_after = time.perf_counter() - started, load_average()
     records, grades = store_rows(db)
     by_model: dict[str, int] = {}
     for g in grades:
@@ -329,7 +256,7 @@ def main() -> int:
     shown = " ".join(shlex.quote(a) for a in retrain_args)
     shown = shown.replace(str(db), "WORK/live.db").replace(str(state), "WORK/loop")
     shown = shown.replace(str(router), "router_models/pretrained/default.onnx")
-    shown = shown.replace(server.url, "http://127.0.0.1:PORT")
+    shown = shown.replace(url, "http://127.0.0.1:PORT")
     command = (
         "OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 .venv/bin/python bench/live_demo.py "
         f"--per-dataset {args.per_dataset} --seed {args.seed} --judge {args.judge} "
@@ -351,8 +278,7 @@ def main() -> int:
             f"- Date: {started_at:%Y-%m-%d %H:%M} UTC; wall time {elapsed / 60:.1f} min "
             f"(requests sent in {sent_s / 60:.1f} min, shadow backlog done "
             f"{shadow_s / 60:.1f} min later).",
-            f"- CPU: {_cpu()}; shared with other jobs. Load average (1, 5, 15 min) before "
-            f"{load_before}, after {load_after}.",
+            cpu_line(load_before, load_after),
             f"- Models (llama.cpp via xllamacpp, one decoding thread each, loopback): edge "
             f"SmolLM2-135M-Instruct Q4_1 (`{EDGE_NAME}`), cloud Qwen2.5-Coder-0.5B-Instruct "
             f"Q4_K_M (`{CLOUD_NAME}`). Serving router at the start: the bundled "
@@ -395,11 +321,7 @@ def main() -> int:
             "",
         ]
     )
-    report = report.replace(str(work), "WORK")
-    print(report)
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(report, encoding="utf-8")
+    write_report(report.replace(str(work), "WORK"), args.out)
     return 0
 
 

@@ -19,6 +19,7 @@ from integration.upstream_server import (
     ServerThread,
     router_settings,
     running_router,
+    stream_chat,
 )
 
 if TYPE_CHECKING:
@@ -120,17 +121,12 @@ def test_streams_after_the_decision(
     edge, _ = upstreams
     edge.answers[:] = answers
 
-    with client.chat.completions.with_streaming_response.create(
+    headers, text, usage = stream_chat(
+        client,
         model="router-cascade",
         messages=MESSAGES,
-        stream=True,
         stream_options={"include_usage": True},
-    ) as raw:
-        headers = raw.headers
-        chunks = list(raw.parse())
-
-    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-    usage = [c.usage for c in chunks if c.usage is not None]
+    )
     assert headers["x-dars-decision"] == decision
     assert headers["content-type"].startswith("text/event-stream")
     if decision == "keep":

@@ -21,8 +21,11 @@ from integration.upstream_server import (
     PROMPT_TOKENS,
     FakeUpstream,
     ServerThread,
+    fake_upstreams,
     router_settings,
     running_router,
+    stream_chat,
+    upstreams_yaml,
 )
 
 if TYPE_CHECKING:
@@ -39,10 +42,8 @@ DISAGREE = ["The answer is 4.", "The answer is 5.", "The answer is 22."]
 
 @pytest.fixture(scope="module")
 def fakes() -> Iterator[dict[str, FakeUpstream]]:
-    started = {name: FakeUpstream(name).start() for name in NAMES}
-    yield started
-    for fake in started.values():
-        fake.stop()
+    with fake_upstreams(NAMES) as started:
+        yield started
 
 
 @pytest.fixture(scope="module")
@@ -53,14 +54,7 @@ def service(
 ) -> Iterator[ServerThread]:
     root: Path = tmp_path_factory.mktemp("ladder")
     router = make_linear_router(root / "router.onnx", bias=0.0, default_threshold=0.7)
-    lines = ["upstreams:"]
-    for name in NAMES:
-        lines += [
-            f"  - name: {name}",
-            f"    base_url: {fakes[name].base_url}",
-            f"    model: {name}-model",
-        ]
-    (root / "upstreams.yaml").write_text("\n".join(lines) + "\n")
+    (root / "upstreams.yaml").write_text(upstreams_yaml(fakes))
     settings = router_settings(
         router,
         fakes["edge"],
@@ -174,17 +168,12 @@ def test_streams_the_answer_of_the_rung_that_decided(
     fakes["edge"].answers[:] = DISAGREE
     fakes["mid"].answers[:] = mid
 
-    with client.chat.completions.with_streaming_response.create(
+    headers, streamed, usage = stream_chat(
+        client,
         model="router-cascade",
         messages=MESSAGES,
-        stream=True,
         stream_options={"include_usage": True},
-    ) as raw:
-        headers = raw.headers
-        chunks = list(raw.parse())
-
-    streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-    usage = [c.usage for c in chunks if c.usage is not None]
+    )
     assert streamed == text
     assert (headers["x-dars-rung"], headers["x-dars-route"], headers["x-dars-k"]) == (
         rung,

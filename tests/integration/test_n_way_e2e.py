@@ -23,8 +23,11 @@ from integration.upstream_server import (
     PROMPT_TOKENS,
     FakeUpstream,
     ServerThread,
+    fake_upstreams,
     router_settings,
     running_router,
+    stream_chat,
+    upstreams_yaml,
 )
 
 from app.main import build_services
@@ -43,27 +46,20 @@ LARGE_KEY = "sk-large-upstream-secret"
 MESSAGES = [{"role": "user", "content": "Prove that there are infinitely many primes."}]
 
 
-def upstreams_yaml(fakes: dict[str, FakeUpstream], failover: str = "") -> str:
-    lines = ["upstreams:"]
-    for name in NAMES:
-        lines += [
-            f"  - name: {name}",
-            f"    base_url: {fakes[name].base_url}",
-            f"    model: {name}-model",
-            f"    price_input_per_mtok: {PRICES[name]}",
-            f"    price_output_per_mtok: {PRICES[name]}",
-        ]
-        if name == "large":
-            lines.append(f"    api_key_env: {KEY_ENV}")
-    return "\n".join(lines) + "\n" + failover
+def upstreams_file(fakes: dict[str, FakeUpstream], failover: str = "") -> str:
+    """Every fake at its price; ``large`` with its API key from ``KEY_ENV``."""
+    fields: dict[str, dict[str, object]] = {
+        name: {"price_input_per_mtok": price, "price_output_per_mtok": price}
+        for name, price in PRICES.items()
+    }
+    fields["large"]["api_key_env"] = KEY_ENV
+    return upstreams_yaml(fakes, fields, failover)
 
 
 @pytest.fixture(scope="module")
 def fakes() -> Iterator[dict[str, FakeUpstream]]:
-    started = {name: FakeUpstream(name).start() for name in NAMES}
-    yield started
-    for fake in started.values():
-        fake.stop()
+    with fake_upstreams(NAMES) as started:
+        yield started
 
 
 @pytest.fixture(autouse=True)
@@ -77,7 +73,7 @@ def files(tmp_path_factory: pytest.TempPathFactory, fakes: dict[str, FakeUpstrea
     root = tmp_path_factory.mktemp("n-way")
     make_quality_router(root / "quality.onnx", QUALITIES, NAMES)
     (root / "upstreams.yaml").write_text(
-        upstreams_yaml(fakes, "failover: [large, medium, small]\n")
+        upstreams_file(fakes, "failover: [large, medium, small]\n")
     )
     return root
 
@@ -163,15 +159,10 @@ def test_the_knob_per_request(
 def test_streaming_goes_to_the_chosen_upstream(
     client: openai.OpenAI, fakes: dict[str, FakeUpstream]
 ) -> None:
-    with client.chat.completions.with_streaming_response.create(
-        model="router-0.5", messages=MESSAGES, stream=True
-    ) as response:
-        assert response.headers["x-dars-route"] == "medium"
-        assert response.headers["x-dars-model"] == "medium-model"
-        text = "".join(
-            chunk.choices[0].delta.content or "" for chunk in response.parse() if chunk.choices
-        )
+    headers, text, _ = stream_chat(client, model="router-0.5", messages=MESSAGES)
 
+    assert headers["x-dars-route"] == "medium"
+    assert headers["x-dars-model"] == "medium-model"
     assert text == "Hello from medium."
     assert fakes["medium"].streams_completed == 1
 

@@ -13,12 +13,14 @@ import json
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+import httpx
+import openai
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -43,8 +45,11 @@ __all__ = [
     "Fault",
     "RecordedRequest",
     "ServerThread",
+    "fake_upstreams",
     "router_settings",
     "running_router",
+    "stream_chat",
+    "upstreams_yaml",
 ]
 
 Fault = Literal["400", "500", "429", "hang", "drop", "bad_json"]
@@ -250,6 +255,40 @@ class FakeUpstream:
         except (asyncio.CancelledError, GeneratorExit):
             self.streams_cancelled += 1
             raise
+
+
+@contextmanager
+def fake_upstreams(names: Iterable[str]) -> Iterator[dict[str, FakeUpstream]]:
+    """One started fake upstream per name (the name is its upstream name), stopped after."""
+    started = {name: FakeUpstream(name).start() for name in names}
+    try:
+        yield started
+    finally:
+        for fake in started.values():
+            fake.stop()
+
+
+def upstreams_yaml(
+    fakes: Mapping[str, FakeUpstream],
+    fields: Mapping[str, Mapping[str, object]] | None = None,
+    tail: str = "",
+) -> str:
+    """An upstreams file: each fake by name, model ``<name>-model``, its extra ``fields``
+    (by name), then ``tail`` (top-level keys, e.g. ``failover``)."""
+    lines = ["upstreams:"]
+    for name, fake in fakes.items():
+        lines += [f"  - name: {name}", f"    base_url: {fake.base_url}", f"    model: {name}-model"]
+        lines += [f"    {key}: {value}" for key, value in (fields or {}).get(name, {}).items()]
+    return "\n".join(lines) + "\n" + tail
+
+
+def stream_chat(client: openai.OpenAI, **body: Any) -> tuple[httpx.Headers, str, list[Any]]:
+    """A streamed chat completion through the SDK: response headers, the text, the usages."""
+    with client.chat.completions.with_streaming_response.create(stream=True, **body) as raw:
+        headers = raw.headers
+        chunks = list(raw.parse())
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    return headers, text, [c.usage for c in chunks if c.usage is not None]
 
 
 # --- the router service under test
