@@ -11,7 +11,9 @@ names, a dynamic batch axis and the metadata.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Mapping
+import itertools
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from numbers import Integral, Real
 from typing import TYPE_CHECKING, Any
@@ -21,7 +23,7 @@ import numpy.typing as npt
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval
+from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from router_models.contract import INPUT_NAME, OUTPUT_NAME
@@ -31,6 +33,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "EPS",
+    "KNN_PARAMETER_CONSTRAINTS",
     "ONNX_IR_VERSION",
     "ONNX_OPSET",
     "TORCH_PARAMETER_CONSTRAINTS",
@@ -39,19 +42,27 @@ __all__ = [
     "RouterMixin",
     "TorchFitResult",
     "TorchRouterMixin",
+    "check_hidden_layer_sizes",
     "check_pairs",
     "cosine_to",
     "fit_torch",
     "float32_values",
     "mlp_logits",
+    "nearest_neighbours",
+    "neighbour_mean",
+    "neighbour_points",
     "router_model",
     "seed_from",
     "sigmoid",
     "subsample_indices",
+    "torch_seeded",
     "unit_rows",
 ]
 
 FloatArray = npt.NDArray[np.float64]
+# ``(points, targets, weights)`` in and out: folds duplicate embeddings of a kNN router.
+RowTriple = tuple[FloatArray, FloatArray, FloatArray]
+MergeRows = Callable[[FloatArray, FloatArray, FloatArray], RowTriple]
 
 ONNX_OPSET = 17
 # IR version 8 belongs to opset 17: older onnxruntime builds in the service can still load it.
@@ -110,6 +121,82 @@ def subsample_indices(n: int, max_points: int | None, random_state: Any) -> npt.
         return np.arange(n)
     rng = np.random.default_rng(seed_from(random_state))
     return np.sort(rng.choice(n, size=max_points, replace=False))
+
+
+# Hyper-parameters of the cosine k-nearest-neighbour routers.
+KNN_PARAMETER_CONSTRAINTS: dict[str, list[Any]] = {
+    "n_neighbors": [Interval(Integral, 1, None, closed="left")],
+    "weights": [StrOptions({"uniform", "similarity"})],
+    "max_points": [Interval(Integral, 1, None, closed="left"), None],
+    "random_state": ["random_state"],
+}
+
+
+def neighbour_points(
+    merge: Callable[
+        [FloatArray, FloatArray, FloatArray], tuple[FloatArray, FloatArray, FloatArray]
+    ],
+    X: FloatArray,
+    targets: FloatArray,
+    weight: FloatArray,
+    seen: npt.NDArray[np.bool_],
+    max_points: int | None,
+    random_state: Any,
+) -> RowTriple:
+    """Stored points of a kNN router: unit-norm embeddings, targets and weights (float32 values).
+
+    Rows not ``seen`` are dropped (a zero-weight point must not take a neighbour's place),
+    ``merge`` folds duplicate embeddings into one row, and at most ``max_points`` are kept.
+    """
+    points, values, totals = merge(unit_rows(X[seen]), targets[seen], weight[seen])
+    keep = subsample_indices(points.shape[0], max_points, random_state)
+    return float32_values(points[keep]), float32_values(values[keep]), float32_values(totals[keep])
+
+
+def n_nearest(n_neighbors: int, points: FloatArray) -> int:
+    """Neighbours used per query: ``n_neighbors``, or every stored point if there are fewer."""
+    return min(int(n_neighbors), int(points.shape[0]))
+
+
+def nearest_neighbours(
+    X: FloatArray, points: FloatArray, n_neighbors: int
+) -> tuple[FloatArray, npt.NDArray[np.intp]]:
+    """Cosine similarity and indices ``[n, k]`` of the (unordered) k most similar stored points."""
+    similarity = cosine_to(X, points)
+    k = n_nearest(n_neighbors, points)
+    top: npt.NDArray[np.intp] = np.argpartition(-similarity, k - 1, axis=1)[:, :k]
+    return np.take_along_axis(similarity, top, axis=1), top
+
+
+def similarity_scale(similarity: FloatArray) -> FloatArray:
+    """Neighbour weight factor ``(1 + cos) / 2`` of the ``weights="similarity"`` scheme."""
+    out: FloatArray = (1.0 + similarity) * 0.5
+    return out
+
+
+def neighbour_mean(w: FloatArray, values: FloatArray, fallback: Any) -> FloatArray:
+    """Weighted mean over the neighbour axis (1), pulled to ``fallback`` when all weights are 0."""
+    numerator = np.sum(w * values, axis=1) + EPS * fallback
+    out: FloatArray = numerator / (np.sum(w, axis=1) + EPS)
+    return out
+
+
+def check_hidden_layer_sizes(hidden_layer_sizes: Iterable[int]) -> tuple[int, ...]:
+    """The two hidden widths of a perceptron router, checked to be positive integers."""
+    sizes = tuple(hidden_layer_sizes)
+    if len(sizes) != 2 or not all(isinstance(s, Integral) and s >= 1 for s in sizes):
+        raise ValueError("hidden_layer_sizes must be two positive integers")
+    return sizes
+
+
+@contextmanager
+def torch_seeded(seed: int) -> Iterator[None]:
+    """Seed torch's CPU generator for the block (parameter initialisation), then restore it."""
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
 
 
 def check_pairs(
@@ -191,6 +278,26 @@ class GraphBuilder:
     def to_vector(self, column: str, output: str | None = None) -> str:
         """``[batch, 1]`` to ``[batch]``."""
         return self.op("Reshape", column, self.const([-1], dtype=np.int64), output=output)
+
+    def nearest_neighbours(self, x: str, points: FloatArray, n_neighbors: int) -> list[str]:
+        """``[similarity, indices]`` of the k stored points most similar to each row of ``x``."""
+        similarity = self.cosine_to(x, points)
+        k = self.const([n_nearest(n_neighbors, points)], dtype=np.int64)
+        return self.op_multi("TopK", [similarity, k], 2, axis=1, largest=1, sorted=1)
+
+    def similarity_scale(self, similarity: str) -> str:
+        """``(1 + cos) / 2``, as :func:`similarity_scale`."""
+        return self.op("Mul", self.op("Add", self.const(1.0), similarity), self.const(0.5))
+
+    def neighbour_mean(self, w: str, values: str, fallback: Any, output: str) -> str:
+        """As :func:`neighbour_mean`: ``(sum(w * values) + EPS * fallback) / (sum(w) + EPS)``."""
+        axis = self.const([1], dtype=np.int64)
+        hits = self.op("Mul", w, values)
+        numerator = self.op(
+            "Add", self.op("ReduceSum", hits, axis, keepdims=0), self.const(EPS * fallback)
+        )
+        denominator = self.op("Add", self.op("ReduceSum", w, axis, keepdims=0), self.const(EPS))
+        return self.op("Div", numerator, denominator, output=output)
 
 
 class RouterMixin:
@@ -412,6 +519,7 @@ class TorchRouterMixin(RouterMixin):
     validation_fraction: float
     n_iter_no_change: int
     tol: float
+    random_state: Any
 
     def _fit_bce(
         self,
@@ -457,3 +565,39 @@ class TorchRouterMixin(RouterMixin):
         self.n_iter_ = result.n_iter
         self.loss_curve_ = list(result.train_loss)
         self.validation_scores_ = list(result.validation_loss)
+
+    def _fit_perceptron(
+        self,
+        X: FloatArray,
+        y: FloatArray,
+        weight: FloatArray,
+        hidden_layer_sizes: tuple[int, ...],
+        *,
+        output_bias: FloatArray | None = None,
+    ) -> None:
+        """Fit a ReLU perceptron with one output per column of ``y`` (one for a 1-D ``y``).
+
+        ``output_bias`` initialises the output layer's bias. Sets ``coefs_`` and
+        ``intercepts_`` (float32-rounded ``[n_in, n_out]`` weights and their biases).
+        """
+        import torch
+
+        seed = seed_from(self.random_state)
+        widths = [X.shape[1], *hidden_layer_sizes, 1 if y.ndim == 1 else y.shape[1]]
+        with torch_seeded(seed):
+            layers: list[torch.nn.Module] = []
+            for n_in, n_out in itertools.pairwise(widths):
+                layers += [torch.nn.Linear(n_in, n_out), torch.nn.ReLU()]
+            net = torch.nn.Sequential(*layers[:-1])
+        linear = [m for m in net if isinstance(m, torch.nn.Linear)]
+        if output_bias is not None:
+            with torch.no_grad():
+                linear[-1].bias.copy_(torch.from_numpy(output_bias))
+
+        def logits(x: torch.Tensor, _: torch.Tensor) -> torch.Tensor:
+            out: torch.Tensor = net(x)
+            return out.reshape(-1) if y.ndim == 1 else out
+
+        self._fit_bce(net, logits, X, y, weight, seed=seed)
+        self.coefs_ = [float32_values(m.weight.detach().numpy().T) for m in linear]
+        self.intercepts_ = [float32_values(m.bias.detach().numpy()) for m in linear]

@@ -2,23 +2,20 @@
 
 from __future__ import annotations
 
-from numbers import Integral
 from typing import Any, ClassVar, Self
 
 import numpy as np
-import numpy.typing as npt
 from sklearn.base import BaseEstimator, RegressorMixin
-from sklearn.utils._param_validation import Interval, StrOptions
 
 from router_models.estimators.base import (
-    EPS,
+    KNN_PARAMETER_CONSTRAINTS,
     FloatArray,
     GraphBuilder,
     RouterMixin,
-    cosine_to,
-    float32_values,
-    subsample_indices,
-    unit_rows,
+    nearest_neighbours,
+    neighbour_mean,
+    neighbour_points,
+    similarity_scale,
 )
 
 __all__ = ["KNNRouter", "merge_duplicates"]
@@ -42,7 +39,7 @@ def merge_duplicates(
 
 def _neighbour_weights(similarity: FloatArray, weight: FloatArray, scheme: str) -> FloatArray:
     """Weight of each neighbour: its sample weight, times ``(1 + cos) / 2`` for ``similarity``."""
-    return weight * (1.0 + similarity) / 2.0 if scheme == "similarity" else weight
+    return weight * similarity_scale(similarity) if scheme == "similarity" else weight
 
 
 class KNNRouter(RouterMixin, RegressorMixin, BaseEstimator):  # type: ignore[misc]
@@ -82,12 +79,7 @@ class KNNRouter(RouterMixin, RegressorMixin, BaseEstimator):  # type: ignore[mis
     array([1.])
     """
 
-    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
-        "n_neighbors": [Interval(Integral, 1, None, closed="left")],
-        "weights": [StrOptions({"uniform", "similarity"})],
-        "max_points": [Interval(Integral, 1, None, closed="left"), None],
-        "random_state": ["random_state"],
-    }
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = KNN_PARAMETER_CONSTRAINTS
 
     def __init__(
         self,
@@ -108,40 +100,23 @@ class KNNRouter(RouterMixin, RegressorMixin, BaseEstimator):  # type: ignore[mis
         X, y, weight = self._validate_fit(X, y, sample_weight)
         self.global_rate_ = float(np.average(y, weights=weight))
         seen = weight > 0  # a zero-weight point must not take a neighbour's place
-        points, targets, totals = merge_duplicates(unit_rows(X[seen]), y[seen], weight[seen])
-        keep = subsample_indices(points.shape[0], self.max_points, self.random_state)
-        self.embeddings_ = float32_values(points[keep])
-        self.targets_ = float32_values(targets[keep])
-        self.point_weights_ = float32_values(totals[keep])
+        self.embeddings_, self.targets_, self.point_weights_ = neighbour_points(
+            merge_duplicates, X, y, weight, seen, self.max_points, self.random_state
+        )
         return self
-
-    def _k(self) -> int:
-        return min(int(self.n_neighbors), int(self.embeddings_.shape[0]))
 
     def predict(self, X: Any) -> FloatArray:
         """Probability that the strong model is needed, per query."""
-        X = self._validate_predict(X)
-        similarity = cosine_to(X, self.embeddings_)
-        k = self._k()
-        top: npt.NDArray[np.intp] = np.argpartition(-similarity, k - 1, axis=1)[:, :k]
-        top_sim = np.take_along_axis(similarity, top, axis=1)
+        top_sim, top = nearest_neighbours(
+            self._validate_predict(X), self.embeddings_, self.n_neighbors
+        )
         w = _neighbour_weights(top_sim, self.point_weights_[top], self.weights)
-        numerator = np.sum(w * self.targets_[top], axis=1) + EPS * self.global_rate_
-        out: FloatArray = numerator / (np.sum(w, axis=1) + EPS)
-        return out
+        return neighbour_mean(w, self.targets_[top], self.global_rate_)
 
     def _build_onnx(self, g: GraphBuilder, embedding: str, output: str) -> None:
-        similarity = g.cosine_to(embedding, self.embeddings_)
-        k = g.const([self._k()], dtype=np.int64)
-        top_sim, top = g.op_multi("TopK", [similarity, k], 2, axis=1, largest=1, sorted=1)
+        top_sim, top = g.nearest_neighbours(embedding, self.embeddings_, self.n_neighbors)
         w = g.op("Gather", g.const(self.point_weights_, "weights"), top)
         if self.weights == "similarity":
-            half = g.const(0.5)
-            w = g.op("Mul", w, g.op("Mul", g.op("Add", g.const(1.0), top_sim), half))
-        hits = g.op("Mul", w, g.op("Gather", g.const(self.targets_, "targets"), top))
-        axis = g.const([1], dtype=np.int64)
-        numerator = g.op(
-            "Add", g.op("ReduceSum", hits, axis, keepdims=0), g.const(EPS * self.global_rate_)
-        )
-        denominator = g.op("Add", g.op("ReduceSum", w, axis, keepdims=0), g.const(EPS))
-        g.op("Div", numerator, denominator, output=output)
+            w = g.op("Mul", w, g.similarity_scale(top_sim))
+        targets = g.op("Gather", g.const(self.targets_, "targets"), top)
+        g.neighbour_mean(w, targets, self.global_rate_, output)

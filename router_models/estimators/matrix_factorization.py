@@ -29,6 +29,7 @@ from router_models.estimators.base import (
     float32_values,
     seed_from,
     sigmoid,
+    torch_seeded,
     unit_rows,
 )
 
@@ -147,8 +148,7 @@ class MatrixFactorizationRouter(TorchRouterMixin, RegressorMixin, BaseEstimator)
             pairs, X.shape[0], self.n_models, self.strong_index, self.weak_index
         )
         seed = seed_from(self.random_state)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        with torch_seeded(seed):
             projection = torch.nn.Linear(X.shape[1], self.n_factors, bias=False)
             models = torch.nn.Embedding(self.n_models_, self.n_factors)
             classifier = torch.nn.Linear(self.n_factors, 1, bias=False)

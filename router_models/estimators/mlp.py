@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
-from numbers import Integral
 from typing import Any, ClassVar, Self
 
 from sklearn.base import BaseEstimator, RegressorMixin
@@ -13,9 +11,8 @@ from router_models.estimators.base import (
     FloatArray,
     GraphBuilder,
     TorchRouterMixin,
-    float32_values,
+    check_hidden_layer_sizes,
     mlp_logits,
-    seed_from,
     sigmoid,
 )
 
@@ -93,25 +90,10 @@ class MLPRouter(TorchRouterMixin, RegressorMixin, BaseEstimator):  # type: ignor
 
     def fit(self, X: Any, y: Any, sample_weight: Any = None) -> Self:
         """Train with Adam and early stopping; keep the weights as numpy arrays."""
-        import torch
-
         self._validate_params()
-        sizes = tuple(self.hidden_layer_sizes)
-        if len(sizes) != 2 or not all(isinstance(s, Integral) and s >= 1 for s in sizes):
-            raise ValueError("hidden_layer_sizes must be two positive integers")
+        sizes = check_hidden_layer_sizes(self.hidden_layer_sizes)
         X, y, weight = self._validate_fit(X, y, sample_weight)
-        seed = seed_from(self.random_state)
-        widths = [X.shape[1], *sizes, 1]
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            layers: list[torch.nn.Module] = []
-            for n_in, n_out in itertools.pairwise(widths):
-                layers += [torch.nn.Linear(n_in, n_out), torch.nn.ReLU()]
-            net = torch.nn.Sequential(*layers[:-1])
-        self._fit_bce(net, lambda x, _: net(x).reshape(-1), X, y, weight, seed=seed)
-        linear = [m for m in net if isinstance(m, torch.nn.Linear)]
-        self.coefs_ = [float32_values(m.weight.detach().numpy().T) for m in linear]
-        self.intercepts_ = [float32_values(m.bias.detach().numpy()) for m in linear]
+        self._fit_perceptron(X, y, weight, sizes)
         return self
 
     def _logits(self, X: Any) -> FloatArray:

@@ -97,6 +97,12 @@ class QualityRouterMixin(RouterMixin):
         self.column_means_ = np.sum(weight * Y, axis=0) / np.sum(weight, axis=0)
         return X, Y, weight
 
+    def _mean_logits(self) -> FloatArray:
+        """Logit of each model's (clipped) mean quality: the initial output bias of torch fits."""
+        means = np.clip(self.column_means_, 1e-3, 1.0 - 1e-3)
+        out: FloatArray = np.log(means / (1.0 - means))
+        return out
+
     def _shape_output(self, quality: FloatArray) -> FloatArray:
         """``[n, K]``, or ``[n]`` for a router fitted on a 1-D target."""
         out: FloatArray = quality[:, 0] if self._fit_1d else quality

@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-from numbers import Integral
 from typing import Any, ClassVar, Self
 
 import numpy as np
-import numpy.typing as npt
 from sklearn.base import BaseEstimator, RegressorMixin
-from sklearn.utils._param_validation import Interval, StrOptions
 
 from router_models.estimators.base import (
-    EPS,
+    KNN_PARAMETER_CONSTRAINTS,
     FloatArray,
     GraphBuilder,
-    cosine_to,
     float32_values,
-    subsample_indices,
-    unit_rows,
+    nearest_neighbours,
+    neighbour_mean,
+    neighbour_points,
+    similarity_scale,
 )
 from router_models.estimators.quality_base import QualityRouterMixin
 
@@ -83,12 +81,7 @@ class KNNQualityRouter(QualityRouterMixin, RegressorMixin, BaseEstimator):  # ty
     array([[1., 0.]])
     """
 
-    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
-        "n_neighbors": [Interval(Integral, 1, None, closed="left")],
-        "weights": [StrOptions({"uniform", "similarity"})],
-        "max_points": [Interval(Integral, 1, None, closed="left"), None],
-        "random_state": ["random_state"],
-    }
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = KNN_PARAMETER_CONSTRAINTS
 
     def __init__(
         self,
@@ -109,43 +102,26 @@ class KNNQualityRouter(QualityRouterMixin, RegressorMixin, BaseEstimator):  # ty
         X, Y, weight = self._validate_quality_fit(X, y, sample_weight)
         self.column_means_ = float32_values(self.column_means_)
         seen = weight.sum(axis=1) > 0  # a point with no weighted cell must not take a place
-        points, targets, totals = merge_duplicate_rows(unit_rows(X[seen]), Y[seen], weight[seen])
-        keep = subsample_indices(points.shape[0], self.max_points, self.random_state)
-        self.embeddings_ = float32_values(points[keep])
-        self.targets_ = float32_values(targets[keep])
-        self.cell_weights_ = float32_values(totals[keep])
+        self.embeddings_, self.targets_, self.cell_weights_ = neighbour_points(
+            merge_duplicate_rows, X, Y, weight, seen, self.max_points, self.random_state
+        )
         return self
-
-    def _k(self) -> int:
-        return min(int(self.n_neighbors), int(self.embeddings_.shape[0]))
 
     def predict(self, X: Any) -> FloatArray:
         """Predicted mean quality of each model, ``[n, K]``."""
-        X = self._validate_predict(X)
-        similarity = cosine_to(X, self.embeddings_)
-        k = self._k()
-        top: npt.NDArray[np.intp] = np.argpartition(-similarity, k - 1, axis=1)[:, :k]
+        top_sim, top = nearest_neighbours(
+            self._validate_predict(X), self.embeddings_, self.n_neighbors
+        )
         w = self.cell_weights_[top]  # [n, k, K]
         if self.weights == "similarity":
-            top_sim = np.take_along_axis(similarity, top, axis=1)
-            w = w * ((1.0 + top_sim) * 0.5)[:, :, None]
-        numerator = np.sum(w * self.targets_[top], axis=1) + EPS * self.column_means_
-        return self._shape_output(numerator / (np.sum(w, axis=1) + EPS))
+            w = w * similarity_scale(top_sim)[:, :, None]
+        return self._shape_output(neighbour_mean(w, self.targets_[top], self.column_means_))
 
     def _build_onnx(self, g: GraphBuilder, embedding: str, output: str) -> None:
-        similarity = g.cosine_to(embedding, self.embeddings_)
-        k = g.const([self._k()], dtype=np.int64)
-        top_sim, top = g.op_multi("TopK", [similarity, k], 2, axis=1, largest=1, sorted=1)
+        top_sim, top = g.nearest_neighbours(embedding, self.embeddings_, self.n_neighbors)
         w = g.op("Gather", g.const(self.cell_weights_, "cell_weights"), top, axis=0)
         if self.weights == "similarity":
-            scale = g.op("Mul", g.op("Add", g.const(1.0), top_sim), g.const(0.5))
+            scale = g.similarity_scale(top_sim)
             w = g.op("Mul", w, g.op("Unsqueeze", scale, g.const([2], dtype=np.int64)))
-        hits = g.op("Mul", w, g.op("Gather", g.const(self.targets_, "targets"), top, axis=0))
-        axis = g.const([1], dtype=np.int64)
-        numerator = g.op(
-            "Add",
-            g.op("ReduceSum", hits, axis, keepdims=0),
-            g.const(EPS * self.column_means_),
-        )
-        denominator = g.op("Add", g.op("ReduceSum", w, axis, keepdims=0), g.const(EPS))
-        g.op("Div", numerator, denominator, output=output)
+        targets = g.op("Gather", g.const(self.targets_, "targets"), top, axis=0)
+        g.neighbour_mean(w, targets, self.column_means_, output)

@@ -12,7 +12,6 @@ from __future__ import annotations
 from numbers import Integral
 from typing import Any, ClassVar, Self
 
-import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.utils._param_validation import Interval
 
@@ -24,6 +23,7 @@ from router_models.estimators.base import (
     float32_values,
     seed_from,
     sigmoid,
+    torch_seeded,
 )
 from router_models.estimators.quality_base import QualityRouterMixin
 
@@ -105,14 +105,12 @@ class MFQualityRouter(QualityRouterMixin, TorchRouterMixin, RegressorMixin, Base
         self._validate_params()
         X, Y, weight = self._validate_quality_fit(X, y, sample_weight)
         seed = seed_from(self.random_state)
-        means = np.clip(self.column_means_, 1e-3, 1.0 - 1e-3)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        with torch_seeded(seed):
             projection = torch.nn.Linear(X.shape[1], int(self.n_factors), bias=False)
             models = torch.nn.Linear(int(self.n_factors), self.n_models_)
-            with torch.no_grad():  # start at each model's mean quality
-                models.bias.copy_(torch.from_numpy(np.log(means / (1.0 - means))))
-            net = torch.nn.Sequential(projection, models)
+        with torch.no_grad():  # start at each model's mean quality
+            models.bias.copy_(torch.from_numpy(self._mean_logits()))
+        net = torch.nn.Sequential(projection, models)
         self._fit_bce(net, lambda x, _: net(x), X, Y, weight, seed=seed)
         self.projection_ = float32_values(projection.weight.detach().numpy().T)
         self.model_embeddings_ = float32_values(models.weight.detach().numpy())

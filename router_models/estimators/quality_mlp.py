@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import itertools
-from numbers import Integral
 from typing import Any, ClassVar, Self
 
-import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin
 
 from router_models.estimators.base import (
@@ -14,9 +11,8 @@ from router_models.estimators.base import (
     FloatArray,
     GraphBuilder,
     TorchRouterMixin,
-    float32_values,
+    check_hidden_layer_sizes,
     mlp_logits,
-    seed_from,
     sigmoid,
 )
 from router_models.estimators.quality_base import QualityRouterMixin
@@ -80,28 +76,11 @@ class MLPQualityRouter(QualityRouterMixin, TorchRouterMixin, RegressorMixin, Bas
 
     def fit(self, X: Any, y: Any, sample_weight: Any = None) -> Self:
         """Train with Adam and early stopping; keep the weights as numpy arrays."""
-        import torch
-
         self._validate_params()
-        sizes = tuple(self.hidden_layer_sizes)
-        if len(sizes) != 2 or not all(isinstance(s, Integral) and s >= 1 for s in sizes):
-            raise ValueError("hidden_layer_sizes must be two positive integers")
+        sizes = check_hidden_layer_sizes(self.hidden_layer_sizes)
         X, Y, weight = self._validate_quality_fit(X, y, sample_weight)
-        seed = seed_from(self.random_state)
-        widths = [X.shape[1], *sizes, self.n_models_]
-        means = np.clip(self.column_means_, 1e-3, 1.0 - 1e-3)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            layers: list[torch.nn.Module] = []
-            for n_in, n_out in itertools.pairwise(widths):
-                layers += [torch.nn.Linear(n_in, n_out), torch.nn.ReLU()]
-            net = torch.nn.Sequential(*layers[:-1])
-            with torch.no_grad():  # start at each model's mean quality
-                layers[-2].bias.copy_(torch.from_numpy(np.log(means / (1.0 - means))))  # type: ignore[operator]
-        self._fit_bce(net, lambda x, _: net(x), X, Y, weight, seed=seed)
-        linear = [m for m in net if isinstance(m, torch.nn.Linear)]
-        self.coefs_ = [float32_values(m.weight.detach().numpy().T) for m in linear]
-        self.intercepts_ = [float32_values(m.bias.detach().numpy()) for m in linear]
+        # start at each model's mean quality
+        self._fit_perceptron(X, Y, weight, sizes, output_bias=self._mean_logits())
         return self
 
     def predict(self, X: Any) -> FloatArray:
