@@ -88,7 +88,8 @@ class Services:
         Two-model router: a spend becomes the cloud share with that mean cost (each upstream's
         expected cost per request), calibrated on the replicas' shared score window (else this
         one's, else the file's quantiles). K-model router: the knob whose expected spend on the
-        live window matches (``InvalidRequest`` before there is traffic, or for a cloud share).
+        live window matches, else on the file's ``dars.quality_calibration`` rows
+        (``InvalidRequest`` without either, or for a cloud share).
         """
         model, utility = self.scorer.model, self.utility
         if model.decides_by_utility:
@@ -99,7 +100,9 @@ class Services:
                     param="cloud_share",
                     code="invalid_cloud_share",
                 )
-            knob = utility.knob_for_spend(model.model_ids, usd_per_1k_requests)
+            knob = utility.knob_for_spend(
+                model.model_ids, usd_per_1k_requests, model.quality_calibration
+            )
             self.threshold.apply(ThresholdSnapshot(knob, "calibrated", None))
             await self.shared.publish()
             return

@@ -287,8 +287,9 @@ class UtilityThresholdResponse(ThresholdResponse):
         description="lambda of the knob; null for t = 1 (always the cheapest)."
     )
     usd_per_1k_requests: float | None = Field(
-        description="Expected USD per 1000 requests at this knob over the live window; null "
-        "before there is traffic."
+        description="Expected USD per 1000 requests at this knob over the live window (over "
+        "the router file's calibration data while the window holds under 50 requests); null "
+        "before there is traffic for a file without calibration data."
     )
     upstream_costs_usd: dict[str, float] = Field(
         description="Expected USD per request of each model the router knows, by upstream "

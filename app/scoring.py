@@ -42,6 +42,7 @@ from router_models.contract import (
     META_EMBEDDING_MODEL,
     META_LABEL_SCHEME,
     META_MODELS,
+    META_QUALITY_CALIBRATION,
     META_ROUTER,
     OUTPUT_NAME,
     QUALITY_OUTPUT_NAME,
@@ -51,6 +52,7 @@ from router_models.contract import (
     check_dry_run,
     check_router_signature,
     parse_models,
+    parse_quality_calibration,
     tensor_specs_from_session,
 )
 from router_models.live.state import file_sha256
@@ -119,6 +121,9 @@ class RouterModel:
     # a score-only file without them).
     outputs: tuple[str, ...] = (OUTPUT_NAME,)
     model_ids: tuple[str, ...] = ()
+    # ``dars.quality_calibration`` of a file with ``quality``: predicted qualities ``[n, K]``
+    # of the trainer's calibration queries (spend calibration before live traffic), or None.
+    quality_calibration: np.ndarray | None = None
 
     @property
     def has_score(self) -> bool:
@@ -256,6 +261,7 @@ def load_router_model(
         inline=path.stat().st_size <= INLINE_MAX_BYTES,
         outputs=signature.outputs,
         model_ids=signature.models or _model_ids(meta),
+        quality_calibration=_parse_quality_calibration(meta, signature),
     )
     if model.embedding_model != expected_embedding_model:
         raise RouterLoadError(
@@ -482,6 +488,20 @@ def _parse_calibration(meta: dict[str, str]) -> Calibration | None:
     except (ValueError, KeyError, TypeError) as exc:
         raise RouterLoadError(f"router metadata {META_CALIBRATION!r} is malformed: {exc}") from exc
     return calibration
+
+
+def _parse_quality_calibration(
+    meta: dict[str, str], signature: RouterSignature
+) -> np.ndarray | None:
+    """``dars.quality_calibration`` as ``[n, K]`` float64 (the contract's parser), else None."""
+    text = meta.get(META_QUALITY_CALIBRATION)
+    if text is None or signature.n_models is None:
+        return None
+    try:
+        rows = parse_quality_calibration(text, signature.n_models)
+    except ContractError as exc:
+        raise RouterLoadError(f"router file breaks the contract: {exc}") from exc
+    return np.asarray(rows, dtype=np.float64)
 
 
 def _model_ids(meta: dict[str, str]) -> tuple[str, ...]:

@@ -239,28 +239,53 @@ class UtilityRouter:
             names[choice.index], float(quality[choice.index]), runner_up, choice.lam
         )
 
-    def spend_per_1k(self, model_ids: Sequence[str], knob: float) -> float | None:
-        """Expected USD per 1000 requests at ``knob`` over the live window; ``None`` if empty."""
-        rows = self.window.rows()
-        if rows.shape[0] == 0 or rows.shape[1] != len(model_ids):
+    def spend_per_1k(
+        self, model_ids: Sequence[str], knob: float, file_rows: FloatArray | None = None
+    ) -> float | None:
+        """Expected USD per 1000 requests at ``knob``: over the live window's queries, or over
+        ``file_rows`` (the file's calibration data) while the window holds fewer than
+        :data:`MIN_LIVE_ROWS`, as :meth:`knob_for_spend` calibrates; ``None`` without either."""
+        rows = self._calibration_rows(model_ids, file_rows)
+        if rows is None:
             return None
         cost = self.costs(self.targets(model_ids))
         return float(cost[choices(rows, cost, knob)].mean()) * 1000.0
 
-    def knob_for_spend(self, model_ids: Sequence[str], usd_per_1k_requests: float) -> float:
-        """The knob that spends about ``usd_per_1k_requests`` on the live window's queries.
+    def knob_for_spend(
+        self,
+        model_ids: Sequence[str],
+        usd_per_1k_requests: float,
+        file_rows: FloatArray | None = None,
+    ) -> float:
+        """The knob that spends about ``usd_per_1k_requests`` at the current expected costs.
 
-        Raises ``InvalidRequest`` (``calibration_unavailable``) with fewer than
-        :data:`MIN_LIVE_ROWS` live requests: K-model router files carry no calibration data.
+        On the live window's queries when it holds :data:`MIN_LIVE_ROWS` requests, else on
+        ``file_rows`` (the router file's ``dars.quality_calibration``), else raises
+        ``InvalidRequest`` (``calibration_unavailable``).
         """
-        rows = self.window.rows()
-        if rows.shape[0] < MIN_LIVE_ROWS or rows.shape[1] != len(model_ids):
+        rows = self._calibration_rows(model_ids, file_rows)
+        if rows is None or (rows is not file_rows and rows.shape[0] < MIN_LIVE_ROWS):
+            live = 0 if rows is None else rows.shape[0]
             raise InvalidRequest(
-                f"cannot calibrate to a spend yet: {rows.shape[0]} routed requests since the "
-                f"router was loaded (need {MIN_LIVE_ROWS}); a K-model router file carries no "
-                "calibration data, so the spend is calibrated on live traffic only",
+                f"cannot calibrate to a spend yet: {live} routed requests since the router "
+                f"was loaded (need {MIN_LIVE_ROWS}); this router file carries no calibration "
+                "data (dars.quality_calibration), so the spend is calibrated on live traffic "
+                "only",
                 param="usd_per_1k_requests",
                 code="calibration_unavailable",
             )
         cost = self.costs(self.targets(model_ids))
         return knob_for_spend(rows, cost, usd_per_1k_requests / 1000.0)
+
+    def _calibration_rows(
+        self, model_ids: Sequence[str], file_rows: FloatArray | None
+    ) -> FloatArray | None:
+        """The live window when it holds :data:`MIN_LIVE_ROWS` rows of this router, else
+        ``file_rows`` when given, else the (smaller) live window when not empty, else None."""
+        rows = self.window.rows()
+        live = rows if rows.shape[0] and rows.shape[1] == len(model_ids) else None
+        if live is not None and live.shape[0] >= MIN_LIVE_ROWS:
+            return live
+        if file_rows is not None and file_rows.ndim == 2 and file_rows.shape[1] == len(model_ids):
+            return file_rows
+        return live

@@ -36,6 +36,13 @@ ONNX router file
                               request make the query text. Without it the service uses
                               ``DARS_QUERY_POLICY``, else the default (the last user
                               message, cut to ``DARS_QUERY_MAX_CHARS``)
+  ``dars.quality_calibration`` optional, routers with ``quality`` only: JSON
+                              ``{"quality": [[q_1, ..., q_K], ...]}``, the router's
+                              predicted qualities of 1 to
+                              :data:`QUALITY_CALIBRATION_MAX_ROWS` held-out queries
+                              (training queries when the trainer had none held out),
+                              finite, within ``[0, 1]``, K per row. The service
+                              calibrates a spend target on them before live traffic
   ==========================  ======================================================
 
 Contract v2: routers over K models
@@ -88,10 +95,12 @@ __all__ = [
     "META_EMBEDDING_MODEL",
     "META_LABEL_SCHEME",
     "META_MODELS",
+    "META_QUALITY_CALIBRATION",
     "META_QUERY_POLICY",
     "META_ROUTER",
     "OUTPUT_NAME",
     "OUTPUT_NAMES",
+    "QUALITY_CALIBRATION_MAX_ROWS",
     "QUALITY_OUTPUT_NAME",
     "QUALITY_STD_OUTPUT_NAME",
     "TWO_MODEL_METADATA",
@@ -106,6 +115,8 @@ __all__ = [
     "load_encoder",
     "models_json",
     "parse_models",
+    "parse_quality_calibration",
+    "quality_calibration_json",
     "query_lengths",
     "query_policy_of",
     "tensor_specs_from_session",
@@ -126,6 +137,9 @@ META_CALIBRATION = "dars.calibration"
 META_MODELS = "dars.models"
 META_ROUTER = "dars.router"
 META_QUERY_POLICY = "dars.query_policy"  # optional
+META_QUALITY_CALIBRATION = "dars.quality_calibration"  # optional, quality routers only
+# Most rows of predicted qualities a router file carries in ``dars.quality_calibration``.
+QUALITY_CALIBRATION_MAX_ROWS = 256
 
 LABEL_SCHEMES = ("single-shot", "dars", "semantic-entropy")
 # Metadata every router file carries; a file with ``score`` also carries the two-model keys.
@@ -342,6 +356,50 @@ def models_json(models: Sequence[str]) -> str:
     return text
 
 
+def parse_quality_calibration(text: str, n_models: int) -> tuple[tuple[float, ...], ...]:
+    """The rows of ``dars.quality_calibration``: predicted qualities ``[n, K]``.
+
+    Raises :class:`ContractError` unless the value is JSON ``{"quality": [[...], ...]}`` with
+    1 to :data:`QUALITY_CALIBRATION_MAX_ROWS` rows of ``n_models`` finite numbers in [0, 1].
+    """
+    key = META_QUALITY_CALIBRATION
+    try:
+        value = json.loads(text)
+    except (TypeError, ValueError) as exc:
+        raise ContractError(f"{key} is not JSON: {exc}") from exc
+    rows = value.get("quality") if isinstance(value, dict) else None
+    if not isinstance(rows, list) or not rows:
+        raise ContractError(f'{key} must be {{"quality": [[...K numbers...], ...]}}, not empty')
+    if len(rows) > QUALITY_CALIBRATION_MAX_ROWS:
+        raise ContractError(
+            f"{key} holds {len(rows)} rows, at most {QUALITY_CALIBRATION_MAX_ROWS} are allowed"
+        )
+    out: list[tuple[float, ...]] = []
+    for i, row in enumerate(rows):
+        if not isinstance(row, list) or not all(
+            isinstance(q, int | float) and not isinstance(q, bool) for q in row
+        ):
+            raise ContractError(f"{key} row {i} is not a list of numbers")
+        if len(row) != n_models:
+            raise ContractError(
+                f"{key} row {i} has {len(row)} values but the router knows K={n_models} models"
+            )
+        values = tuple(float(q) for q in row)
+        if not all(math.isfinite(q) for q in values):
+            raise ContractError(f"{key} row {i} holds non-finite values")
+        if not all(0.0 <= q <= 1.0 for q in values):
+            raise ContractError(f"{key} row {i} holds values outside [0, 1]")
+        out.append(values)
+    return tuple(out)
+
+
+def quality_calibration_json(rows: Sequence[Sequence[float]], n_models: int) -> str:
+    """``dars.quality_calibration`` of ``rows`` (predicted qualities ``[n, K]``), validated."""
+    text = json.dumps({"quality": [[round(float(q), 6) for q in row] for row in rows]})
+    parse_quality_calibration(text, n_models)
+    return text
+
+
 def tensor_specs_from_session(session: Any) -> tuple[list[TensorSpec], list[TensorSpec]]:
     """(inputs, outputs) of an onnxruntime session, for :func:`check_router_signature`."""
 
@@ -434,6 +492,13 @@ def _check_metadata(
             f"{QUALITY_OUTPUT_NAME!r} has K={n_models} columns but {META_MODELS} "
             f"names {len(models)} models"
         )
+    if META_QUALITY_CALIBRATION in metadata:
+        if n_models is None:
+            raise ContractError(
+                f"{META_QUALITY_CALIBRATION} belongs to a router with a "
+                f"{QUALITY_OUTPUT_NAME!r} output"
+            )
+        parse_quality_calibration(metadata[META_QUALITY_CALIBRATION], n_models)
     if has_score:
         if len(models) != 2:
             raise ContractError(f"a router with {OUTPUT_NAME!r} knows exactly two models")
@@ -464,7 +529,9 @@ def check_router_signature(
         ``quality``, ``quality_std`` in an allowed combination; wrong types or shapes; a
         ``quality_std`` K differing from ``quality``'s; missing metadata; a dimension, label
         scheme, threshold or calibration that is not valid; K not the number of
-        ``dars.models``; a ``score`` router that does not know exactly two models.
+        ``dars.models``; a ``score`` router that does not know exactly two models; a
+        ``dars.quality_calibration`` without ``quality``, with rows of another K, non-finite
+        or out-of-range values, or more than :data:`QUALITY_CALIBRATION_MAX_ROWS` rows.
     """
     _check_inputs(inputs, outputs)
     n_models = _check_shapes(inputs, outputs)

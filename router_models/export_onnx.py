@@ -29,8 +29,10 @@ from router_models.contract import (
     META_EMBEDDING_MODEL,
     META_LABEL_SCHEME,
     META_MODELS,
+    META_QUALITY_CALIBRATION,
     META_ROUTER,
     OUTPUT_NAME,
+    QUALITY_CALIBRATION_MAX_ROWS,
     QUALITY_OUTPUT_NAME,
     Calibration,
     ContractError,
@@ -39,6 +41,7 @@ from router_models.contract import (
     check_dry_run,
     check_router_signature,
     models_json,
+    quality_calibration_json,
 )
 from router_models.estimators.base import FloatArray, unit_rows
 from router_models.registry import QUALITY_ROUTERS, ROUTERS
@@ -52,6 +55,7 @@ __all__ = [
     "check_router_model",
     "load_router_quality",
     "load_router_scores",
+    "quality_calibration_sample",
     "read_metadata",
     "router_input_names",
     "router_session",
@@ -114,6 +118,23 @@ def build_metadata(
     }
 
 
+def quality_calibration_sample(
+    quality: Any, *, max_rows: int = QUALITY_CALIBRATION_MAX_ROWS, seed: int = 0
+) -> FloatArray:
+    """At most ``max_rows`` rows of predicted qualities ``[n, K]``, drawn without replacement
+    by a seeded generator (all rows, in order, when there are no more), clipped to [0, 1]."""
+    rows = np.asarray(quality, dtype=np.float64)
+    if rows.ndim != 2 or rows.shape[0] == 0:
+        raise ValueError("calibration qualities must be a non-empty [n, K] array")
+    if not np.all(np.isfinite(rows)):
+        raise ValueError("calibration qualities must be finite")
+    if rows.shape[0] > max_rows:
+        pick = np.random.default_rng(seed).choice(rows.shape[0], size=max_rows, replace=False)
+        rows = rows[np.sort(pick)]
+    out: FloatArray = np.clip(rows, 0.0, 1.0)
+    return out
+
+
 def build_quality_metadata(
     *,
     embedding_model_id: str,
@@ -121,10 +142,17 @@ def build_quality_metadata(
     label_scheme: str,
     models: Sequence[str],
     router: str,
+    calibration_quality: Any = None,
+    calibration_seed: int = 0,
 ) -> dict[str, str]:
     """The ``metadata_props`` of a K-model (contract v2) router file, validated, as strings.
 
     ``models`` is the order of the ``quality`` columns; ``router`` is a quality-router kind.
+    ``calibration_quality``: the router's predictions ``[n, K]`` on queries set aside for
+    calibration, held-out ones when the caller has them (else its training queries); a
+    seeded sample of at most :data:`~router_models.contract.QUALITY_CALIBRATION_MAX_ROWS`
+    rows becomes ``dars.quality_calibration``, on which the service calibrates a spend
+    target before live traffic. ``None`` writes no calibration data.
     """
     if not embedding_model_id:
         raise ValueError("embedding_model_id must not be empty")
@@ -134,13 +162,21 @@ def build_quality_metadata(
         raise ValueError(f"label_scheme must be one of {LABEL_SCHEMES}, not {label_scheme!r}")
     if router not in QUALITY_ROUTERS:
         raise ValueError(f"router must be one of {sorted(QUALITY_ROUTERS)}, not {router!r}")
-    return {
+    metadata = {
         META_EMBEDDING_MODEL: embedding_model_id,
         META_EMBEDDING_DIM: str(int(embedding_dim)),
         META_LABEL_SCHEME: label_scheme,
         META_MODELS: models_json(models),
         META_ROUTER: router,
     }
+    if calibration_quality is not None:
+        rows = quality_calibration_sample(calibration_quality, seed=calibration_seed)
+        try:
+            text = quality_calibration_json(rows.tolist(), len(models))
+        except ContractError as exc:
+            raise ValueError(str(exc)) from exc
+        metadata[META_QUALITY_CALIBRATION] = text
+    return metadata
 
 
 def _metadata_of(model: onnx.ModelProto) -> dict[str, str]:

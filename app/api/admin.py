@@ -55,7 +55,9 @@ def _threshold(services: ServicesDep) -> ThresholdResponse | UtilityThresholdRes
             **fields,
             "cloud_share": None,
             "tradeoff_lambda": None if math.isinf(lam) else lam,
-            "usd_per_1k_requests": utility.spend_per_1k(model.model_ids, value),
+            "usd_per_1k_requests": utility.spend_per_1k(
+                model.model_ids, value, model.quality_calibration
+            ),
             "upstream_costs_usd": dict(zip(names, utility.costs(names).tolist(), strict=True)),
         }
     )

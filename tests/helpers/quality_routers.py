@@ -21,9 +21,11 @@ from router_models.contract import (
     META_EMBEDDING_MODEL,
     META_LABEL_SCHEME,
     META_MODELS,
+    META_QUALITY_CALIBRATION,
     META_ROUTER,
     QUALITY_OUTPUT_NAME,
     models_json,
+    quality_calibration_json,
 )
 from router_models.export_onnx import save_router
 
@@ -37,8 +39,10 @@ def make_quality_router(
     *,
     dim: int = 384,
     embedding_model: str = DEFAULT_EMBEDDING_MODEL_ID,
+    calibration: Sequence[Sequence[float]] | None = None,
 ) -> Path:
-    """Write a K-model router predicting ``qualities`` (in ``models`` order) for every query."""
+    """Write a K-model router predicting ``qualities`` (in ``models`` order) for every query;
+    ``calibration`` rows ``[n, K]`` become its ``dars.quality_calibration``."""
     q = np.clip(np.asarray(qualities, dtype=np.float64), 1e-6, 1 - 1e-6)
     k = len(q)
     bias = np.log(q / (1 - q)).astype(np.float32)
@@ -66,6 +70,11 @@ def make_quality_router(
             META_LABEL_SCHEME: "dars",
             META_MODELS: models_json(models),
             META_ROUTER: "constant_quality",
+            **(
+                {}
+                if calibration is None
+                else {META_QUALITY_CALIBRATION: quality_calibration_json(calibration, k)}
+            ),
         },
     )
     path = Path(path)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import httpx
+import numpy as np
 import openai
 import pytest
 from helpers.quality_routers import make_quality_router
@@ -33,6 +34,7 @@ from integration.upstream_server import (
 from app.main import build_services
 from app.scoring import RouterLoadError
 from app.settings import Settings
+from app.utility import choices, knob_for_spend
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -246,6 +248,44 @@ def test_spend_calibration_from_live_traffic(
     assert body["usd_per_1k_requests"] == pytest.approx(per_request["medium"] * 1000)  # <= 0.02
     assert 0.0 < body["value"] < 0.75
     assert raw.headers["x-dars-route"] == "medium"
+
+
+# Predicted qualities of the file's calibration queries: large is worth its price on a third.
+CALIBRATION_ROWS = [[0.3, 0.6, 0.9], [0.5, 0.55, 0.6], [0.2, 0.25, 0.3]] * 20
+
+
+def test_spend_calibration_from_the_files_calibration_data_before_traffic(
+    tmp_path: Path, files: Path, admin: httpx.Client
+) -> None:
+    router = make_quality_router(
+        tmp_path / "calibrated.onnx", QUALITIES, NAMES, calibration=CALIBRATION_ROWS
+    )
+    try:
+        admin.post("/admin/router/reload", json={"path": str(router)}).raise_for_status()
+        costs_by_name = admin.get("/admin/threshold").json()["upstream_costs_usd"]
+        cost = np.asarray([costs_by_name[name] for name in NAMES])
+        rows = np.asarray(CALIBRATION_ROWS)
+        target = 0.5 * (cost[1] + cost[2]) * 1000  # between all medium and all large
+
+        calibrated = admin.post("/admin/threshold/calibrate", json={"usd_per_1k_requests": target})
+
+        assert calibrated.status_code == 200, calibrated.text
+        body = calibrated.json()
+        knob = body["value"]
+        assert body["source"] == "calibrated"
+        assert knob == pytest.approx(knob_for_spend(rows, cost, target / 1000))
+        spend = float(cost[choices(rows, cost, knob)].mean()) * 1000
+        assert spend <= target + 1e-12
+        assert body["usd_per_1k_requests"] == pytest.approx(spend)
+        assert 0.0 < knob < 1.0
+    finally:
+        admin.post(
+            "/admin/router/reload", json={"path": str(files / "quality.onnx")}
+        ).raise_for_status()
+    # Back on the file without calibration data and no traffic since: the existing error.
+    again = admin.post("/admin/threshold/calibrate", json={"usd_per_1k_requests": target})
+    assert again.status_code == 400
+    assert again.json()["error"]["code"] == "calibration_unavailable"
 
 
 def test_models_lists_every_upstream(service: ServerThread) -> None:

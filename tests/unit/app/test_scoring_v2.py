@@ -92,3 +92,34 @@ def test_metadata_of_a_quality_file_is_checked_by_the_contract(tmp_path: Path) -
 
     with pytest.raises(RouterLoadError, match=r"breaks the contract: dars\.label_scheme must be"):
         load(path)
+
+
+def test_a_quality_file_brings_its_calibration_rows_and_a_reload_picks_them_up(
+    tmp_path: Path,
+) -> None:
+    rows = [[0.1, 0.5, 0.9], [0.3, 0.3, 0.4]]
+    plain = load(make_quality_router(tmp_path / "a.onnx", (0.2, 0.5, 0.8), MODELS))
+    scorer = Scorer(plain, providers="cpu", intra_op_threads=1)
+
+    reloaded = scorer.reload(
+        make_quality_router(tmp_path / "b.onnx", (0.2, 0.5, 0.8), MODELS, calibration=rows)
+    )
+
+    assert plain.quality_calibration is None
+    assert reloaded.quality_calibration is not None
+    np.testing.assert_allclose(reloaded.quality_calibration, rows)
+
+
+def test_calibration_rows_of_another_k_are_refused_at_load(tmp_path: Path) -> None:
+    import json
+
+    import onnx
+
+    path = make_quality_router(tmp_path / "q.onnx", (0.2, 0.5, 0.8), MODELS)
+    proto = onnx.load(str(path))
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = "dars.quality_calibration", json.dumps({"quality": [[0.1, 0.2]]})
+    onnx.save(proto, str(path))
+
+    with pytest.raises(RouterLoadError, match="row 0 has 2 values but the router knows K=3"):
+        load(path)

@@ -104,3 +104,23 @@ def test_spend_calibration_needs_live_traffic_and_says_so() -> None:
         router.knob_for_spend(["a", "b"], 1.0)
     assert caught.value.code == "calibration_unavailable"
     assert f"need {MIN_LIVE_ROWS}" in caught.value.message
+
+
+def test_spend_calibration_falls_back_to_the_files_rows_before_traffic() -> None:
+    from app.upstreams_file import UpstreamsConfig
+    from app.utility import UtilityRouter
+
+    rows = np.asarray([[0.3, 0.9], [0.5, 0.55], [0.2, 0.3]])
+    cost = np.asarray([0.001, 0.01])
+    router = UtilityRouter(UpstreamsConfig((), {}), upstreams=None, window=100)  # type: ignore[arg-type]
+    router.targets = lambda ids: tuple(ids)  # type: ignore[method-assign]
+    router.costs = lambda names: cost  # type: ignore[method-assign]
+    router.window.add(np.asarray([0.1, 0.9]))  # fewer than MIN_LIVE_ROWS live rows
+
+    knob = router.knob_for_spend(["a", "b"], 5.0, rows)
+
+    assert knob == knob_for_spend(rows, cost, 0.005)
+    assert float(cost[choices(rows, cost, knob)].mean()) <= 0.005
+    assert router.spend_per_1k(["a", "b"], knob, rows) == pytest.approx(
+        float(cost[choices(rows, cost, knob)].mean()) * 1000
+    )

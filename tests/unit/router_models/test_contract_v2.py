@@ -19,6 +19,7 @@ from router_models.contract import (
     META_EMBEDDING_MODEL,
     META_LABEL_SCHEME,
     META_MODELS,
+    META_QUALITY_CALIBRATION,
     META_ROUTER,
     OUTPUT_NAME,
     QUALITY_OUTPUT_NAME,
@@ -29,6 +30,7 @@ from router_models.contract import (
     check_dry_run,
     check_router_signature,
     parse_models,
+    parse_quality_calibration,
     tensor_specs_from_session,
 )
 from router_models.estimators import KNNQualityRouter
@@ -249,4 +251,83 @@ def test_build_quality_metadata_refuses_two_model_kinds() -> None:
             label_scheme="dars",
             models=MODELS,
             router="knn",
+        )
+
+
+# --- dars.quality_calibration: predicted qualities of calibration queries (spend targets)
+
+
+def test_quality_calibration_is_accepted() -> None:
+    rows = [[0.1, 0.5, 0.9], [0.2, 0.4, 1.0], [0, 0, 0]]
+    meta = _meta(**{META_QUALITY_CALIBRATION: json.dumps({"quality": rows})})
+
+    sig = check_router_signature([_embedding()], [_quality()], meta)
+
+    assert sig.n_models == 3
+    assert parse_quality_calibration(meta[META_QUALITY_CALIBRATION], 3)[1] == (0.2, 0.4, 1.0)
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("[[0.1, 0.2, 0.3]]", r"must be \{"),
+        (json.dumps({"quality": []}), "not empty"),
+        ("{", "is not JSON"),
+        (json.dumps({"quality": [[0.1, 0.2]]}), "row 0 has 2 values but the router knows K=3"),
+        (json.dumps({"quality": [[0.1, 0.2, 0.3], [0.1, 0.2, 0.3, 0.4]]}), "row 1 has 4"),
+        ('{"quality": [[0.1, NaN, 0.3]]}', "row 0 holds non-finite values"),
+        ('{"quality": [[0.1, Infinity, 0.3]]}', "row 0 holds non-finite values"),
+        (json.dumps({"quality": [[0.1, 1.5, 0.3]]}), r"outside \[0, 1\]"),
+        (json.dumps({"quality": [[0.1, "a", 0.3]]}), "not a list of numbers"),
+        (json.dumps({"quality": [[0.5, 0.5, 0.5]] * 257}), "257 rows, at most 256"),
+    ],
+)
+def test_bad_quality_calibration_is_refused(value: str, message: str) -> None:
+    meta = _meta(**{META_QUALITY_CALIBRATION: value})
+    with pytest.raises(ContractError, match=message):
+        check_router_signature([_embedding()], [_quality()], meta)
+
+
+def test_quality_calibration_needs_a_quality_output() -> None:
+    meta = {
+        **_meta(models={"edge": "a", "cloud": "b"}),
+        META_DEFAULT_THRESHOLD: "0.5",
+        META_CALIBRATION: _CALIBRATION,
+        META_QUALITY_CALIBRATION: json.dumps({"quality": [[0.1, 0.2]]}),
+    }
+    score = TensorSpec(OUTPUT_NAME, "float", (None,))
+    with pytest.raises(ContractError, match="belongs to a router with a 'quality' output"):
+        check_router_signature([_embedding()], [score], meta)
+
+
+def test_the_trainer_writes_a_sample_of_its_calibration_predictions(
+    fitted: KNNQualityRouter, tmp_path: Path
+) -> None:
+    held_out = np.random.default_rng(2).standard_normal((300, DIM))
+    predicted = fitted.predict(held_out)
+    meta = build_quality_metadata(
+        embedding_model_id="enc",
+        embedding_dim=DIM,
+        label_scheme="dars",
+        models=MODELS,
+        router="knn_quality",
+        calibration_quality=predicted,
+    )
+    path = save_router(fitted.to_onnx(meta), tmp_path / "q.onnx")
+
+    rows = np.asarray(parse_quality_calibration(read_metadata(path)[META_QUALITY_CALIBRATION], 3))
+    assert rows.shape == (256, 3)  # a seeded sample of the 300 predictions
+    matches = np.abs(rows[:, None, :] - predicted[None, :, :]).max(axis=2).min(axis=1)
+    assert matches.max() < 1e-5
+
+
+def test_build_quality_metadata_refuses_calibration_of_another_k() -> None:
+    with pytest.raises(ValueError, match="K=3"):
+        build_quality_metadata(
+            embedding_model_id="enc",
+            embedding_dim=DIM,
+            label_scheme="dars",
+            models=MODELS,
+            router="knn_quality",
+            calibration_quality=np.full((4, 2), 0.5),
         )
