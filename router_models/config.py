@@ -31,6 +31,14 @@ prompts are prepared the same way for training. ``{turns: 2}`` routes a follow-u
 and the previous user turn::
 
     export: {cloud_share: 0.5, query_policy: {turns: 2}}
+
+A list of three or more ``models`` (or any list with ``k_models: true``) trains a K-model
+quality router (contract v2, output ``quality``) on DARS label cells (``labels.scheme: dars``)
+or single-shot draws, evaluated by AIQ (:mod:`router_models.evaluate_multi`);
+``router.kind`` is ``knn``, ``mf`` or ``mlp`` (or the registry's ``*_quality`` keys)::
+
+    models: [gemma-2-9b-it, llama-3.1-8b-instruct, llama3-chatqa-1.5-70b]
+    router: {kind: mlp}
 """
 
 from __future__ import annotations
@@ -45,12 +53,22 @@ import yaml
 
 from router_models.contract import DEFAULT_EMBEDDING_MODEL_ID
 from router_models.features import Embedder
-from router_models.labels import SCHEMES
+from router_models.labels import QUALITY_SCHEMES, SCHEMES
 from router_models.observations import PathLike
 from router_models.query_prep import DEFAULT_QUERY_POLICY, QueryPolicy, QueryPolicyError
 from router_models.splits import Holdout
 
-__all__ = ["ConfigError", "DataConfig", "EmbeddingConfig", "RunConfig", "load_config"]
+__all__ = [
+    "QUALITY_KINDS",
+    "ConfigError",
+    "DataConfig",
+    "EmbeddingConfig",
+    "RunConfig",
+    "load_config",
+]
+
+# ``router.kind`` of a K-model run -> its key in ``registry.QUALITY_ROUTERS``.
+QUALITY_KINDS = {"knn": "knn_quality", "mf": "mf_quality", "mlp": "mlp_quality"}
 
 
 class ConfigError(ValueError):
@@ -128,6 +146,13 @@ class RunConfig:
     # export.query_policy: the service's query preparation (QueryPolicy fields), written into
     # the router file; null = the default, and the file then carries no policy.
     query_policy: dict[str, Any] | None = None
+    # A K-model run: the models of the ``quality`` columns, in order (``models`` is then {}).
+    quality_models: list[str] = field(default_factory=list)
+
+    @property
+    def k_models(self) -> bool:
+        """Whether this run trains a K-model quality router (contract v2)."""
+        return bool(self.quality_models)
 
     def policy(self) -> QueryPolicy:
         """The :class:`QueryPolicy` prompts are prepared with (the default when unset)."""
@@ -166,13 +191,17 @@ def load_config(source: PathLike | Mapping[str, Any]) -> RunConfig:
         "embedding",
         "export",
         "exclude_test_queries",
+        "k_models",
     }
     unknown = sorted(set(data) - allowed)
     if unknown:
         raise ConfigError(f"unknown top-level key(s) {unknown}; allowed: {sorted(allowed)}")
     models = data.get("models") or {}
-    if not isinstance(models, Mapping) or not models.get("weak") or not models.get("strong"):
-        raise ConfigError("models must name 'weak' and 'strong'")
+    quality_models = _quality_models(models, data.get("k_models"))
+    if not quality_models and (
+        not isinstance(models, Mapping) or not models.get("weak") or not models.get("strong")
+    ):
+        raise ConfigError("models must name 'weak' and 'strong' (or list 3+ models)")
     sets = _section(data, "data", {"train", "test", "holdout"})
     holdout = _holdout(sets.get("holdout"))
     if not sets.get("train") or not (sets.get("test") or holdout):
@@ -186,8 +215,13 @@ def load_config(source: PathLike | Mapping[str, Any]) -> RunConfig:
     scheme = str(labels.get("scheme", "dars"))
     if scheme not in SCHEMES:
         raise ConfigError(f"labels.scheme must be one of {list(SCHEMES)}, got {scheme!r}")
+    router_kind = str(router.get("kind", "knn"))
+    if quality_models:
+        router_kind = _check_k_models(router_kind, scheme, labels, export)
     config = RunConfig(
-        models={"weak": str(models["weak"]), "strong": str(models["strong"])},
+        models={}
+        if quality_models
+        else {"weak": str(models["weak"]), "strong": str(models["strong"])},
         train=_from_mapping(DataConfig, sets["train"], "data.train"),
         test=_from_mapping(DataConfig, sets.get("test") or sets["train"], "data.test"),
         seed=int(data.get("seed", 0)),
@@ -195,7 +229,7 @@ def load_config(source: PathLike | Mapping[str, Any]) -> RunConfig:
         label_scheme=scheme,
         label_params=dict(labels.get("params") or {}),
         label_pairs=labels.get("pairs"),
-        router_kind=str(router.get("kind", "knn")),
+        router_kind=router_kind,
         router_params=dict(router.get("params") or {}),
         embedding=_from_mapping(EmbeddingConfig, data.get("embedding"), "embedding"),
         cloud_share=export.get("cloud_share"),
@@ -203,12 +237,52 @@ def load_config(source: PathLike | Mapping[str, Any]) -> RunConfig:
         exclude_test_queries=bool(data.get("exclude_test_queries", True)),
         holdout=holdout,
         query_policy=export.get("query_policy"),
+        quality_models=quality_models,
     )
     config.policy()  # a malformed query policy fails here, before any work
     for name in ("train", "test"):
         if not getattr(config, name).paths:
             raise ConfigError(f"data.{name}.paths must list at least one observation file")
     return config
+
+
+def _quality_models(models: Any, k_models: Any) -> list[str]:
+    """The model list of a K-model run (3+ models, or 2+ with ``k_models: true``); [] else."""
+    if k_models is not None and not isinstance(k_models, bool):
+        raise ConfigError("k_models must be true or false")
+    if isinstance(models, Mapping | str):
+        if k_models:
+            raise ConfigError("k_models: true needs models as a list of model names")
+        return []
+    if not isinstance(models, list) or not all(isinstance(m, str) and m for m in models):
+        raise ConfigError("models must be {weak, strong} or a list of model names")
+    if len(set(models)) != len(models):
+        raise ConfigError(f"models must be distinct, got {models}")
+    if len(models) < (2 if k_models else 3) or k_models is False:
+        raise ConfigError(
+            "a K-model run needs 3 or more models (or 2 with k_models: true); "
+            "for a two-model router write models: {weak: A, strong: B}"
+        )
+    return list(models)
+
+
+def _check_k_models(
+    kind: str, scheme: str, labels: Mapping[str, Any], export: Mapping[str, Any]
+) -> str:
+    """The registry key of a K-model run's router; refuses two-model-only settings."""
+    key = QUALITY_KINDS.get(kind, kind)
+    if key not in QUALITY_KINDS.values():
+        raise ConfigError(
+            f"router.kind of a K-model run must be one of {sorted(QUALITY_KINDS)}, got {kind!r}"
+        )
+    if scheme not in QUALITY_SCHEMES:
+        raise ConfigError(f"labels.scheme of a K-model run must be one of {list(QUALITY_SCHEMES)}")
+    if labels.get("params") or labels.get("pairs") is not None:
+        raise ConfigError("labels.params and labels.pairs are two-model settings; drop them")
+    two_model = sorted(k for k in ("cloud_share", "default_threshold") if export.get(k) is not None)
+    if two_model:
+        raise ConfigError(f"export {two_model} are two-model settings; a K-model file has none")
+    return key
 
 
 def _holdout(section: Any) -> Holdout | None:

@@ -347,8 +347,13 @@ def run_pipeline(config: RunConfig, *, progress: bool = True) -> dict[str, Path]
 
     Everything that can fail on the user's input (missing files, empty filters, the held-out
     split, the leak guard, labels, the encoder) runs before the output directory is created,
-    so a failed first run leaves nothing behind.
+    so a failed first run leaves nothing behind. A config with a list of models trains a
+    K-model quality router instead (:mod:`router_models.pipeline_quality`).
     """
+    if config.k_models:
+        from router_models.pipeline_quality import run_quality_pipeline
+
+        return run_quality_pipeline(config, progress=progress)
     check_inputs(config)
     seed_everything(config.seed)
     embedder = config.embedding.embedder(progress)

@@ -296,3 +296,93 @@ def test_quickstart_config_runs_end_to_end_on_a_subset(tmp_path: Path) -> None:
     X = Embedder(cache_dir=tmp_path / "cache", progress=False)(held_prompts)
     scores = model.score(X)
     assert scores.shape == (len(held),) and np.all((scores >= 0) & (scores <= 1))
+
+
+K_MODELS = ("gemma-2b-it", "gemma-7b-it", "gpt-3.5-turbo-1106")  # cheap -> dear, all priced
+
+
+def k_model_rows() -> list[Observation]:
+    """Three models: all answer capitals; on arithmetic the cheap one fails, the middle one
+    is half right and the dear one is right. One split column: a quarter of the queries test."""
+    rows = []
+    for i in range(16):
+        a, b = 3 + i, 7 + 2 * i
+        math = (f"math-{i:02d}", f"Tom has {a} boxes of {b} apples. How many apples?", (0, 1, 2))
+        city = (f"city-{i:02d}", f"What is the capital of {CITIES[i]}?", (2, 2, 2))
+        for n, (query_id, prompt, correct) in enumerate((math, city)):
+            split = "test" if i % 4 == 3 else "train"
+            for model, k in zip(K_MODELS, correct, strict=True):
+                for variant in range(2):
+                    rows.append(
+                        Observation(
+                            dataset=("gsm8k", "trivia")[n], split=split, query_id=query_id,
+                            prompt=prompt, model=model, score=float(variant < k),
+                            variant_id=variant, sample_id=0, response=None, meta={},
+                        )
+                    )  # fmt: skip
+    return rows
+
+
+@pytest.mark.parametrize("kind", ["knn", "mlp"])
+def test_run_k_models_end_to_end(kind: str, tmp_path: Path, encoder: object) -> None:
+    """``dars-train run`` with a list of models writes a contract-v2 file the service loads."""
+    from app.scoring import load_router_model
+    from router_models.contract import DEFAULT_EMBEDDING_MODEL_ID, QUALITY_CALIBRATION_MAX_ROWS
+
+    data = tmp_path / "k.jsonl.gz"
+    write_observations(data, k_model_rows())
+    params = (
+        {"n_neighbors": 4} if kind == "knn" else {"hidden_layer_sizes": [16, 8], "max_iter": 50}
+    )
+    config = {
+        "seed": 3,
+        "output_dir": str(tmp_path / "run"),
+        "models": list(K_MODELS),
+        "data": {
+            "train": {"paths": [str(data)], "splits": ["train"]},
+            "test": {"paths": [str(data)], "splits": ["test"]},
+        },
+        "router": {"kind": kind, "params": params},
+        "embedding": {"cache_dir": str(tmp_path / "cache")},
+    }
+    config_file = tmp_path / "run.yaml"
+    config_file.write_text(yaml.safe_dump(config))
+    assert main(["run", "--config", str(config_file), "--no-progress"]) == 0
+
+    run = tmp_path / "run"
+    report = json.loads((run / "evaluation.json").read_text())
+    names = [row["router"] for row in report["reports"]]
+    assert names == [*K_MODELS, "random mixtures", f"{kind}_quality-dars", "oracle"]
+    aiqs = {row["router"]: row["AIQ"] for row in report["reports"]}
+    assert aiqs["random mixtures"] - 1e-9 <= aiqs["oracle"]
+
+    model = load_router_model(
+        run / "router.onnx",
+        expected_embedding_model=DEFAULT_EMBEDDING_MODEL_ID,
+        expected_dim=EMBEDDING_DIM,
+    )
+    assert model.model_ids == K_MODELS
+    assert model.router_kind == f"{kind}_quality" and model.decides_by_utility
+    assert model.quality_calibration is not None
+    assert model.quality_calibration.shape == (8, 3) <= (QUALITY_CALIBRATION_MAX_ROWS, 3)
+    X = Embedder(cache_dir=str(tmp_path / "cache"), progress=False)(
+        ["What is the capital of Peru?", "Tom has 9 boxes of 3 apples. How many apples?"]
+    )
+    quality = model.quality(X)
+    assert quality.shape == (2, 3) and np.all((quality >= 0) & (quality <= 1))
+
+
+def test_run_k_models_refuses_two_model_settings(tmp_path: Path) -> None:
+    from router_models.config import ConfigError, load_config
+
+    base = {"models": list(K_MODELS), "data": {"train": {"paths": ["x"]}, "holdout": 0.25}}
+    assert load_config({**base, "router": {"kind": "mf"}}).router_kind == "mf_quality"
+    for extra in (
+        {"router": {"kind": "sw_ranking"}},
+        {"labels": {"scheme": "semantic-entropy"}},
+        {"export": {"cloud_share": 0.5}},
+        {"models": K_MODELS[:2]},
+    ):
+        with pytest.raises(ConfigError):
+            load_config({**base, **extra})
+    assert load_config({**base, "models": list(K_MODELS[:2]), "k_models": True}).k_models

@@ -8,7 +8,7 @@ import pytest
 
 from router_models.config import load_config
 from router_models.labels import SCHEMES
-from router_models.registry import ROUTERS
+from router_models.registry import QUALITY_ROUTERS, ROUTERS
 
 CONFIGS = sorted((Path(__file__).resolve().parents[3] / "router_models" / "configs").glob("*.yaml"))
 
@@ -20,9 +20,12 @@ def test_configs_are_shipped() -> None:
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_config_parses(path: Path) -> None:
     config = load_config(path)
-    assert config.router_kind in ROUTERS
     assert config.label_scheme in SCHEMES
     assert config.train.paths and config.test.paths
+    if config.k_models:  # a K-model quality router (contract v2)
+        assert config.router_kind in QUALITY_ROUTERS and len(config.quality_models) >= 2
+        return
+    assert config.router_kind in ROUTERS
     assert set(config.models) == {"weak", "strong"}
 
 
