@@ -75,6 +75,8 @@ def _serve(settings: Settings, host: str | None, port: int | None) -> int:
                 host=host or settings.host,
                 port=settings.port if port is None else port,
                 log_level=settings.log_level,
+                # app.request_context logs one access line per request, with its request id
+                access_log=False,
             )
     except _Stopped:
         pass  # stopped on request, cleanly
