@@ -107,6 +107,7 @@ class RouterModel:
     path: Path
     session: ort.InferenceSession
     provider: str
+    sha256: str  # of the file: the router's version in metrics and live records
     embedding_model: str
     embedding_dim: int
     label_scheme: str
@@ -249,6 +250,7 @@ def load_router_model(
         path=path,
         session=session,
         provider=provider,
+        sha256=file_sha256(path),
         embedding_model=_required(meta, META_EMBEDDING_MODEL),
         embedding_dim=_parse_int(meta, META_EMBEDDING_DIM),
         label_scheme=meta.get(META_LABEL_SCHEME, "unknown"),
@@ -371,7 +373,7 @@ class Scorer:
         """The serving router's info and file hash, so dashboards show versions over time."""
         if self._metrics is not None:
             self._metrics.router_info.info(model.info())
-            self._metrics.live.set_router(file_sha256(model.path), time.time())
+            self._metrics.live.set_router(model.sha256, time.time())
 
     def _count_reload(self, result: str) -> None:
         if self._metrics is not None:

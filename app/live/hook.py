@@ -89,7 +89,7 @@ def after_json(
     )
     if answered is None:
         return None
-    return BackgroundTask(live.observe, answered, services.scorer.model.path)
+    return BackgroundTask(live.observe, answered, services.scorer.model)
 
 
 def after_stream(
@@ -117,4 +117,4 @@ def after_stream(
         stream=True,
     )
     if answered is not None:
-        live.spawn(answered, services.scorer.model.path)
+        live.spawn(answered, services.scorer.model)

@@ -13,8 +13,7 @@ import time
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from app.live.budget import ShadowBudget
 from app.live.errors import LiveStoreDisabled, LiveStoreUnavailable, RequestNotFound
@@ -25,8 +24,10 @@ from app.live.writer import LiveWriter
 from app.settings import Settings
 from app.upstream import UPSTREAM_NAMES, UpstreamClient, UpstreamName, Usage
 from router_models.live.records import Feedback, FeedbackSource, LiveRecord, prompt_sha256
-from router_models.live.state import file_sha256
 from router_models.live.store import LiveStore, open_store, store_label
+
+if TYPE_CHECKING:
+    from app.scoring import RouterModel
 
 __all__ = ["Answered", "LiveLoop"]
 
@@ -70,7 +71,6 @@ class LiveLoop:
         self.metrics = metrics
         self.record_prompts = record_prompts
         self._clock = clock
-        self._router: tuple[Path, str] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
     @classmethod
@@ -109,29 +109,22 @@ class LiveLoop:
             writer=writer, shadow=shadow, metrics=metrics, record_prompts=settings.record_prompts
         )
 
-    async def _router_sha(self, path: Path) -> str:
-        """The deciding router file's sha256, hashed once per file (in a thread)."""
-        if self._router is None or self._router[0] != path:
-            sha = await asyncio.to_thread(file_sha256, path)
-            self._router = (path, sha)
-            if self.metrics is not None:
-                self.metrics.set_router(sha, self._clock())
-        return self._router[1]
+    async def observe(self, answered: Answered, router: RouterModel) -> None:
+        """Record one answered request and maybe shadow-sample it; never raises.
 
-    async def observe(self, answered: Answered, router_path: Path) -> None:
-        """Record one answered request and maybe shadow-sample it; never raises."""
+        ``router``: the model that decided (its file path and sha256, hashed at load)."""
         try:
-            await self._observe(answered, router_path)
+            await self._observe(answered, router)
         except Exception:
             logger.exception("live record of request %s failed", answered.request_id)
 
-    def spawn(self, answered: Answered, router_path: Path) -> None:
+    def spawn(self, answered: Answered, router: RouterModel) -> None:
         """:meth:`observe` as a task (stream ends are reported from inside the relay)."""
-        task = asyncio.get_running_loop().create_task(self.observe(answered, router_path))
+        task = asyncio.get_running_loop().create_task(self.observe(answered, router))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _observe(self, a: Answered, router_path: Path) -> None:
+    async def _observe(self, a: Answered, router: RouterModel) -> None:
         if self.writer is None:
             return
         routed = a.reason != "forced"
@@ -143,8 +136,8 @@ class LiveLoop:
             model=a.model,
             status=a.status,
             prompt_sha256=prompt_sha256(a.prompt),
-            router=str(router_path) if routed else None,
-            router_sha256=await self._router_sha(router_path) if routed else None,
+            router=str(router.path) if routed else None,
+            router_sha256=router.sha256 if routed else None,
             score=a.score,
             threshold=a.threshold,
             prompt=a.prompt if self.record_prompts else None,
