@@ -33,6 +33,7 @@ __all__ = [
     "load",
     "router_process",
     "serving",
+    "stop",
     "upstream_process",
 ]
 
@@ -161,14 +162,19 @@ def serving(
             time.sleep(0.2)
         yield process
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
         if output is not None:
             output.close()
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL after 30 s: a server that ignores the first still goes."""
+    process.terminate()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def _tail(log: Path | None, chars: int = 800) -> str:

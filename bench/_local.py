@@ -12,7 +12,6 @@ import json
 import os
 import platform
 import random
-import socket
 import subprocess
 import sys
 import time
@@ -32,6 +31,7 @@ from integration.upstream_server import ServerThread  # noqa: E402
 
 from app.main import bundled_router_path, create_app  # noqa: E402
 from app.settings import Settings  # noqa: E402
+from bench._harness import free_port, stop  # noqa: E402
 from router_models.collect.grading import grade_numeric, grade_short  # noqa: E402
 
 MODELS = Path(os.environ.get("DARS_CACHE", Path.home() / ".cache" / "dars-router")) / "models"
@@ -67,12 +67,6 @@ def bundled_router() -> Path:
     return router
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _ready(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=2) as response:
@@ -84,7 +78,7 @@ def _ready(url: str) -> bool:
 @contextmanager
 def model_server(file: str, alias: str, log: Path, parallel: int | None = None) -> Iterator[str]:
     """One ``app.local_models_server`` on a free loopback port; yields its ``.../v1`` URL."""
-    port = _free_port()
+    port = free_port()
     command = [
         sys.executable, "-m", "app.local_models_server", "--model", str(MODELS / file),
         "--alias", alias, "--port", str(port), "--threads", "1", "--exit-with-parent",
@@ -101,12 +95,7 @@ def model_server(file: str, alias: str, log: Path, parallel: int | None = None) 
             time.sleep(0.3)
         yield f"http://127.0.0.1:{port}/v1"
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=30)
+        stop(process)
 
 
 @contextmanager
