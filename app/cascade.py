@@ -12,7 +12,9 @@ For one request (``router-cascade``, ``router-cascade-<t>``, or ``router`` when
 1. declines tools, JSON mode and ``n`` > 1 (:func:`app.cascade_policy.skip_reason`): the
    trained router decides instead;
 2. with ``DARS_CASCADE_GATE`` set, scores the query with the trained router and sends it
-   straight to the top rung when the score reaches the gate (no samples drawn);
+   straight to the top rung when the score reaches the gate (no samples drawn): a two-model
+   router's score, a K-model router's 1 - predicted quality of the bottom rung
+   (:func:`app.routing.escalation_score`);
 3. for each rung below the top: spends k samples from the budget
    (``DARS_CASCADE_MAX_SAMPLES_PER_S``; empty at rung 0: the trained router decides; empty
    higher up: the top rung answers), asks the rung for k answers (:mod:`app.cascade_sampling`)
@@ -50,9 +52,10 @@ from app.cascade_policy import (
 )
 from app.cascade_sampling import EdgeSample, EdgeSampler
 from app.errors import InvalidRequest
-from app.policy import MIN_LIVE_SCORES, Decision, Reason, ThresholdState, decide
+from app.policy import MIN_LIVE_SCORES, Decision, Reason, ThresholdState
 from app.protocol import ChatCompletionRequest
 from app.query import query_policy, query_text
+from app.routing import RouterParts, RoutingParts, decide_scored, escalation_score
 from app.upstream import UpstreamFailed, UpstreamName, Upstreams, Usage
 from router_models.cascade import decide as decide_samples
 from router_models.cascade import escalates
@@ -60,21 +63,24 @@ from router_models.cascade import escalates
 if TYPE_CHECKING:
     from app.embedding import BatchingEmbedder, QueryEmbedder
     from app.metrics import Metrics
-    from app.scoring import Scorer
     from app.settings import Settings
 
 __all__ = [
     "CascadeConfig",
     "CascadeOutcome",
     "CascadeService",
+    "RouterDecide",
     "RouterScore",
     "build_cascade",
-    "router_score",
+    "trained_router",
 ]
 
 logger = logging.getLogger(__name__)
 
-RouterScore = Callable[[ChatCompletionRequest], Awaitable[float]]
+# The trained router on one request: its escalation score for the gate (cheapest rung named),
+# and its recorded decision at the server's knob for requests the cascade does not sample.
+RouterScore = Callable[[ChatCompletionRequest, UpstreamName], Awaitable[float]]
+RouterDecide = Callable[[ChatCompletionRequest], Awaitable[Decision]]
 Verdict = Literal["keep", "escalate"]
 
 
@@ -134,10 +140,14 @@ class CascadeOutcome:
     kept: EdgeSample | None = None
     usage: Usage | None = None
     rung: UpstreamName | None = None
+    routed: Decision | None = None
 
     @property
     def decision(self) -> Decision:
-        """As a routing decision (``x-dars-route``/``-reason``/``-score``/``-threshold``)."""
+        """As a routing decision (``x-dars-route``/``-reason``/``-score``/``-threshold``); the
+        trained router's own when it decided (a K-model router's quality and runner-up too)."""
+        if self.routed is not None:
+            return self.routed
         return Decision(self.route, self.reason, self.score, self.router_threshold)
 
     def headers(self) -> dict[str, str]:
@@ -205,6 +215,7 @@ class CascadeService:
         upstreams: Upstreams,
         grouper: MeaningGrouper,
         score: RouterScore,
+        decide: RouterDecide,
         router_threshold: ThresholdState,
         metrics: Metrics | None = None,
         budget: SampleBudget | None = None,
@@ -216,6 +227,7 @@ class CascadeService:
         self.sampler = EdgeSampler(upstreams, temperature=config.temperature, use_n=config.use_n)
         self.grouper = grouper
         self.score = score
+        self.decide = decide
         self.router_threshold = router_threshold
         self.metrics = metrics
         rate = config.max_samples_per_s
@@ -279,13 +291,13 @@ class CascadeService:
         body = request.upstream_body(include_usage=False)
         skipped = skip_reason(body)
         if skipped is not None:
-            return await self._by_router(request, skipped, None)
+            return await self._by_router(request, skipped)
         ladder = self.ladder
         top = ladder[-1]
         score = None
         gate = self.config.gate
         if gate is not None:
-            score = await self.score(request)
+            score = await self.score(request, ladder[0])
             if score >= gate:
                 self._count("gate")
                 return CascadeOutcome(
@@ -302,7 +314,7 @@ class CascadeService:
         for index, rung in enumerate(ladder[:-1]):
             if not self.budget.take(self.config.k):
                 if index == 0:
-                    return await self._by_router(request, "budget", score)
+                    return await self._by_router(request, "budget")
                 self._skip("budget")
                 climb.skipped = "budget"
                 break
@@ -377,19 +389,19 @@ class CascadeService:
         return outcome, samples.representative
 
     async def _by_router(
-        self, request: ChatCompletionRequest, skipped: SkipReason, score: float | None
+        self, request: ChatCompletionRequest, skipped: SkipReason
     ) -> CascadeOutcome:
-        """The trained router's decision, for a request the cascade does not sample."""
+        """The trained router's decision (two-model or K-model, recorded in its live window),
+        for a request the cascade does not sample."""
         self._skip(skipped)
-        value = await self.score(request) if score is None else score
-        routed = decide(value, self.router_threshold.get())
-        self.router_threshold.record(value, routed.route)
+        routed = await self.decide(request)
         return CascadeOutcome(
             route=routed.route,
             reason=routed.reason,
-            score=value,
+            score=routed.score,
             router_threshold=routed.threshold,
             skipped=skipped,
+            routed=routed,
         )
 
     def _count(self, verdict: str) -> None:
@@ -401,15 +413,26 @@ class CascadeService:
             self.metrics.cascade_skipped.labels(reason=reason).inc()
 
 
-def router_score(query_embedder: QueryEmbedder, scorer: Scorer, settings: Settings) -> RouterScore:
-    """The trained router's score of a request's query (embedding cache and all)."""
+def trained_router(
+    query_embedder: QueryEmbedder, parts: RoutingParts, settings: Settings
+) -> tuple[RouterScore, RouterDecide]:
+    """The trained router as the cascade asks it (embedding cache and all): the gate's
+    escalation score and the recorded decision at the server's knob, for either router kind."""
 
-    async def score(request: ChatCompletionRequest) -> float:
-        text = query_text(request, query_policy(settings, scorer.model.metadata))
+    async def embedded(request: ChatCompletionRequest) -> tuple[Any, int]:
+        text = query_text(request, query_policy(settings, parts.scorer.model.metadata))
         vector, _ = await query_embedder.embed(text)
-        return await scorer.score(vector, query_length=len(text))
+        return vector, len(text)
 
-    return score
+    async def score(request: ChatCompletionRequest, cheapest: UpstreamName) -> float:
+        vector, length = await embedded(request)
+        return await escalation_score(parts, vector, length, cheapest)
+
+    async def decide(request: ChatCompletionRequest) -> Decision:
+        vector, length = await embedded(request)
+        return await decide_scored(parts, None, vector, length, record=True)
+
+    return score, decide
 
 
 def build_cascade(
@@ -418,19 +441,19 @@ def build_cascade(
     upstreams: Upstreams,
     embedder: BatchingEmbedder,
     query_embedder: QueryEmbedder,
-    scorer: Scorer,
-    router_threshold: ThresholdState,
+    router: RouterParts,
     metrics: Metrics,
 ) -> CascadeService:
     """The cascade from the settings and the services the lifespan already built."""
     config = CascadeConfig.from_settings(settings)
     grouper = MeaningGrouper(embedder.embed, mode=config.meaning, similarity=config.similarity)
-    score = router_score(query_embedder, scorer, settings)
+    score, decide = trained_router(query_embedder, router, settings)
     return CascadeService(
         config,
         upstreams=upstreams,
         grouper=grouper,
         score=score,
-        router_threshold=router_threshold,
+        decide=decide,
+        router_threshold=router.threshold,
         metrics=metrics,
     )

@@ -34,7 +34,7 @@ from app.metrics import Metrics
 from app.openapi import DarsAPI
 from app.policy import ThresholdState
 from app.request_context import RequestContext, error_response
-from app.routing import check_router_fits
+from app.routing import RouterParts, check_router_fits
 from app.scoring import Scorer, load_router_model
 from app.settings import Settings, get_settings
 from app.shared import build_shared_state
@@ -154,8 +154,7 @@ async def build_services(
             upstreams=upstreams,
             embedder=embedder,
             query_embedder=query_embedder,
-            scorer=scorer,
-            router_threshold=threshold,
+            router=RouterParts(scorer, threshold, utility),
             metrics=metrics,
         ),
         live=await LiveLoop.build(settings, metrics.live, stack),

@@ -9,19 +9,20 @@ server's threshold value, the same number for both kinds (its meaning per kind i
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from app.errors import RouterUnavailable
-from app.policy import Decision, ModelSelection, decide
-from app.scoring import RouterLoadError, RouterModel
+from app.policy import Decision, ThresholdState, decide
+from app.scoring import RouterLoadError, RouterModel, Scorer
 
 if TYPE_CHECKING:
-    from app.deps import Services
     from app.upstreams_file import UpstreamsConfig
+    from app.utility import UtilityRouter
 
-__all__ = ["check_router_fits", "decide_scored"]
+__all__ = ["RouterParts", "RoutingParts", "check_router_fits", "decide_scored", "escalation_score"]
 
 TWO_MODEL_ROUTES = ("edge", "cloud")
 
@@ -49,30 +50,58 @@ def check_router_fits(model: RouterModel, upstreams: UpstreamsConfig) -> None:
         )
 
 
+class RoutingParts(Protocol):
+    """What a routing decision reads: the loaded router, the knob and the utility
+    (``app.deps.Services`` has them; so does :class:`RouterParts`, the cascade's)."""
+
+    @property
+    def scorer(self) -> Scorer: ...
+
+    @property
+    def threshold(self) -> ThresholdState: ...
+
+    @property
+    def utility(self) -> UtilityRouter | None: ...
+
+
+@dataclass(frozen=True)
+class RouterParts:
+    """The routing parts on their own, for services built before ``Services`` exists."""
+
+    scorer: Scorer
+    threshold: ThresholdState
+    utility: UtilityRouter | None
+
+
+def _utility(parts: RoutingParts) -> UtilityRouter:
+    if parts.utility is None:
+        raise RouterUnavailable("utility routing is not set up for this K-model router")
+    return parts.utility
+
+
 async def decide_scored(
-    services: Services,
-    selection: ModelSelection,
+    parts: RoutingParts,
+    knob: float | None,
     vector: np.ndarray,
     query_length: int,
     *,
     record: bool,
 ) -> Decision:
-    """The decision for one embedded query; ``record`` adds it to the live windows
-    (cloud share and score calibration, or spend calibration)."""
-    model = services.scorer.model
-    knob = services.threshold.get() if selection.threshold is None else selection.threshold
+    """The decision for one embedded query at ``knob`` (``None``: the server's); ``record``
+    adds it to the live windows (cloud share and score calibration, or spend calibration)."""
+    model = parts.scorer.model
+    knob = parts.threshold.get() if knob is None else knob
     if not model.decides_by_utility:
-        score = await services.scorer.score(vector, query_length=query_length)
+        score = await parts.scorer.score(vector, query_length=query_length)
         decision = decide(score, knob)
         if record:
-            services.threshold.record(score, decision.route)
+            parts.threshold.record(score, decision.route)
         return decision
-    if services.utility is None:
-        raise RouterUnavailable("utility routing is not set up for this K-model router")
-    quality = await services.scorer.quality(vector, query_length=query_length)
-    choice = services.utility.decide(quality, model.model_ids, knob)
+    utility = _utility(parts)
+    quality = await parts.scorer.quality(vector, query_length=query_length)
+    choice = utility.decide(quality, model.model_ids, knob)
     if record:
-        services.utility.window.add(quality)
+        utility.window.add(quality)
     return Decision(
         route=choice.upstream,
         reason="utility",
@@ -80,3 +109,22 @@ async def decide_scored(
         quality=choice.quality,
         runner_up=choice.runner_up,
     )
+
+
+async def escalation_score(
+    parts: RoutingParts, vector: np.ndarray, query_length: int, cheapest: str
+) -> float:
+    """How surely the trained router says the ``cheapest`` upstream will not do, in [0, 1].
+
+    A two-model router's score is that already (cheapest = edge). A K-model router predicts a
+    quality per model: one minus the ``cheapest`` upstream's predicted quality, so one gate
+    value means "skip the cheap samples" for both kinds of router file.
+    """
+    model = parts.scorer.model
+    if not model.decides_by_utility:
+        return await parts.scorer.score(vector, query_length=query_length)
+    targets = _utility(parts).targets(model.model_ids)
+    if cheapest not in targets:
+        raise RouterUnavailable(f"the router predicts no quality for upstream {cheapest!r}")
+    quality = await parts.scorer.quality(vector, query_length=query_length)
+    return float(np.clip(1.0 - quality[targets.index(cheapest)], 0.0, 1.0))

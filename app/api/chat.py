@@ -122,7 +122,9 @@ async def route_request(
     else:
         text = query_text(request, query_policy(settings, services.scorer.model.metadata))
         vector, cache_hit = await services.query_embedder.embed(text)
-        decision = await decide_scored(services, selection, vector, len(text), record=record)
+        decision = await decide_scored(
+            services, selection.threshold, vector, len(text), record=record
+        )
         metrics.latency.labels(stage="decision").observe(time.perf_counter() - started)
     metrics.decisions.labels(route=decision.route, reason=decision.reason).inc()
     return Routed(decision, cache_hit)

@@ -1,7 +1,7 @@
 """The confidence cascade service: sampling, grouping, keep/escalate, gate, budget, calibration.
 
 The edge and cloud are ``httpx.MockTransport`` upstreams answering by seed (the system edge);
-the router score is a constant, the meaning grouping and the decision are the real ones.
+the router score is a constant (decided by the real threshold rule), the meaning grouping and the decision are the real ones.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from app.cascade_policy import (
 )
 from app.errors import InvalidRequest, UpstreamError
 from app.metrics import Metrics
-from app.policy import ThresholdState
+from app.policy import Decision, ThresholdState, decide
 from app.protocol import ChatCompletionRequest
 from app.settings import Settings
 from app.upstream import Upstreams
@@ -84,15 +84,24 @@ def make(
     metrics = Metrics()
     upstreams = Upstreams.from_settings(settings, metrics, transport=httpx.MockTransport(edge))
 
-    async def router_score(request: ChatCompletionRequest) -> float:
+    threshold = ThresholdState(router_threshold)
+
+    async def router_score(request: ChatCompletionRequest, cheapest: str) -> float:
+        assert cheapest == "edge"  # the gate asks about the ladder's bottom rung
         return score
+
+    async def router_decide(request: ChatCompletionRequest) -> Decision:
+        decision = decide(score, threshold.get())
+        threshold.record(score, decision.route)
+        return decision
 
     service = CascadeService(
         CascadeConfig(**config),
         upstreams=upstreams,
         grouper=MeaningGrouper(_no_embedding),
         score=router_score,
-        router_threshold=ThresholdState(router_threshold),
+        decide=router_decide,
+        router_threshold=threshold,
         metrics=metrics,
         budget=budget,
     )
