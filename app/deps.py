@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +47,8 @@ __all__ = [
     "matches_any",
 ]
 
+logger = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class Services:
@@ -69,11 +72,27 @@ class Services:
         :class:`app.policy.ThresholdState`'s). ``RouterLoadError``: the old router keeps serving.
         """
         model = await asyncio.to_thread(self.scorer.reload, path)
+        spend = self.threshold.snapshot().calibrated_spend
         self.threshold.follow_router(model.default_threshold, model.calibration)
         if self.utility is not None:
             self.utility.window.clear()  # the old router's predictions
         await self.shared.reset_scores()
+        if spend is not None:
+            await self._recalibrate_spend(spend)
         return model
+
+    async def _recalibrate_spend(self, usd_per_1k_requests: float) -> None:
+        """Keep an operator's spend target across a reload: the same spend with the new file
+        (its calibration data: the live window has just restarted). Without the data to do so
+        the reload rule's threshold stays (the file's default), and the log says why."""
+        try:
+            await self.calibrate(usd_per_1k_requests=usd_per_1k_requests)
+        except (InvalidRequest, RouterUnavailable) as exc:
+            logger.warning(
+                "spend target %.6g USD per 1k requests not kept after the reload: %s",
+                usd_per_1k_requests,
+                exc.message,
+            )
 
     async def set_threshold(self, value: float) -> None:
         """An operator's threshold, here and (with Redis) on every replica."""
@@ -103,7 +122,7 @@ class Services:
             knob = utility.knob_for_spend(
                 model.model_ids, usd_per_1k_requests, model.quality_calibration
             )
-            self.threshold.apply(ThresholdSnapshot(knob, "calibrated", None))
+            self.threshold.apply(ThresholdSnapshot(knob, "calibrated", None, usd_per_1k_requests))
             await self.shared.publish()
             return
         if usd_per_1k_requests is not None:
@@ -114,7 +133,9 @@ class Services:
         if cloud_share is None:
             raise InvalidRequest("give cloud_share or usd_per_1k_requests", code="missing_field")
         scores = await self.shared.live_scores()
-        self.threshold.calibrate(cloud_share, model.calibration, scores=scores)
+        self.threshold.calibrate(
+            cloud_share, model.calibration, scores=scores, spend=usd_per_1k_requests
+        )
         await self.shared.publish()
 
 

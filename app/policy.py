@@ -186,12 +186,14 @@ def decide(score: float, threshold: float) -> Decision:
 class ThresholdSnapshot:
     """The threshold with its source, as replicas exchange it (``app.shared``).
 
-    ``calibrated_share`` is the cloud share a ``calibrated`` threshold was computed for.
+    ``calibrated_share`` is the cloud share a ``calibrated`` threshold was computed for, and
+    ``calibrated_spend`` the spend (USD per 1k requests) when the operator asked for a spend.
     """
 
     value: float
     source: ThresholdSource
     calibrated_share: float | None = None
+    calibrated_spend: float | None = None
 
 
 class ThresholdState:
@@ -226,6 +228,7 @@ class ThresholdState:
         self._threshold = 0.0
         self._source: ThresholdSource = source
         self._calibrated_share: float | None = None
+        self._calibrated_spend: float | None = None
         self._listeners: list[ScoreListener] = []
         self._set(threshold, source)
 
@@ -260,24 +263,33 @@ class ThresholdState:
     def snapshot(self) -> ThresholdSnapshot:
         """The threshold, its source and calibrated share, read together."""
         with self._lock:
-            return ThresholdSnapshot(self._threshold, self._source, self._calibrated_share)
+            return ThresholdSnapshot(
+                self._threshold, self._source, self._calibrated_share, self._calibrated_spend
+            )
 
     def apply(self, snapshot: ThresholdSnapshot) -> float:
         """Take another replica's threshold as it is (value, source and calibrated share)."""
-        return self._set(snapshot.value, snapshot.source, snapshot.calibrated_share)
+        return self._set(
+            snapshot.value, snapshot.source, snapshot.calibrated_share, snapshot.calibrated_spend
+        )
 
     def add_score_listener(self, listener: ScoreListener) -> None:
         """Have ``listener`` called with every :meth:`record`ed score (must not block)."""
         self._listeners.append(listener)
 
     def _set(
-        self, threshold: float, source: ThresholdSource, calibrated_share: float | None = None
+        self,
+        threshold: float,
+        source: ThresholdSource,
+        calibrated_share: float | None = None,
+        calibrated_spend: float | None = None,
     ) -> float:
         value = check_threshold(threshold)
         with self._lock:
             self._threshold = value
             self._source = source
             self._calibrated_share = calibrated_share
+            self._calibrated_spend = calibrated_spend
         if self._metrics is not None:
             self._metrics.threshold.set(value)
         return value
@@ -286,9 +298,12 @@ class ThresholdState:
         """Apply the reload rule (see the class docstring) for a newly loaded router file.
 
         A calibrated threshold whose new file has no calibration falls back to the new default.
+        A spend target (``calibrated_spend``) needs the upstreams' costs: the caller reads it
+        before and recalibrates to it after (:meth:`app.deps.Services.reload_router`).
         """
         with self._lock:
             source, share = self._source, self._calibrated_share
+            spend = self._calibrated_spend
             self._scores.clear()
             self._routes.clear()
             self._cloud = 0
@@ -297,7 +312,7 @@ class ThresholdState:
         if source == "operator":
             return self.get()
         if source == "calibrated" and share is not None and calibration is not None:
-            return self.calibrate(share, calibration)
+            return self.calibrate(share, calibration, spend=spend)
         return self._set(default_threshold, "default")
 
     def record(self, score: float, route: Route) -> None:
@@ -331,12 +346,14 @@ class ThresholdState:
         calibration: Calibration | None,
         *,
         scores: np.ndarray | None = None,
+        spend: float | None = None,
     ) -> float:
         """Set and return the threshold that sends about ``cloud_share`` of traffic to the cloud.
 
         Uses the live scores when there are at least ``MIN_LIVE_SCORES``, else the router
         file's calibration quantiles. ``cloud_share`` 1 gives threshold 0 and 0 gives 1.
         ``scores``: the replicas' shared window (``app.shared``); ``None`` = this window's.
+        ``spend``: the USD per 1k requests this share was derived from, kept for reloads.
 
         Raises
         ------
@@ -348,7 +365,7 @@ class ThresholdState:
             cloud_share, name="cloud_share", param="cloud_share", code="invalid_cloud_share"
         )
         if share in (0.0, 1.0):  # no data needed: all edge or all cloud
-            return self._set(1.0 - share, "calibrated", share)
+            return self._set(1.0 - share, "calibrated", share, spend)
         if scores is None:
             scores = self.live_scores()
         if scores.size >= MIN_LIVE_SCORES:
@@ -361,4 +378,4 @@ class ThresholdState:
                 code="calibration_unavailable",
             )
         threshold = calibration.threshold_for_cloud_share(share)
-        return self._set(min(1.0, max(0.0, threshold)), "calibrated", share)
+        return self._set(min(1.0, max(0.0, threshold)), "calibrated", share, spend)

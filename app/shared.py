@@ -4,7 +4,8 @@ With ``DARS_REDIS_URL`` set, a ``PUT /admin/threshold`` or a calibration on one 
 every replica within a second and survives restarts; without it each process keeps its own
 (:class:`LocalState`). What lives in Redis::
 
-    dars:threshold          JSON {value, source, calibrated_share, id}: the last change
+    dars:threshold          JSON {value, source, calibrated_share, calibrated_spend, id}:
+                            the last change
     channel dars:threshold  the same JSON, published in one MULTI/EXEC with the SET, so that
                             messages arrive in the order the writes happened
     dars:scores             the replicas' recent router scores (calibration's live window),
@@ -108,6 +109,7 @@ def encode_snapshot(snapshot: ThresholdSnapshot, change_id: str) -> str:
             "value": snapshot.value,
             "source": snapshot.source,
             "calibrated_share": snapshot.calibrated_share,
+            "calibrated_spend": snapshot.calibrated_spend,
             "id": change_id,
         }
     )
@@ -119,12 +121,14 @@ def decode_snapshot(raw: bytes | str) -> tuple[ThresholdSnapshot, str] | None:
         data = json.loads(raw)
         source = data["source"]
         share = data["calibrated_share"]
+        spend = data.get("calibrated_spend")  # absent from replicas of earlier versions
         if source not in ("operator", "calibrated", "default") or not isinstance(data["id"], str):
             return None
         snapshot = ThresholdSnapshot(
             value=float(data["value"]),
             source=source,
             calibrated_share=None if share is None else float(share),
+            calibrated_spend=None if spend is None else float(spend),
         )
         return snapshot, data["id"]
     except (ValueError, TypeError, KeyError):

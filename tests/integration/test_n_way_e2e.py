@@ -278,10 +278,24 @@ def test_spend_calibration_from_the_files_calibration_data_before_traffic(
         assert spend <= target + 1e-12
         assert body["usd_per_1k_requests"] == pytest.approx(spend)
         assert 0.0 < knob < 1.0
+
+        # A reload keeps the spend target: the knob is recalibrated on the new file's rows.
+        other_rows = [[0.1, 0.7, 0.95], [0.4, 0.45, 0.9]] * 30
+        other = make_quality_router(
+            tmp_path / "other.onnx", QUALITIES, NAMES, calibration=other_rows
+        )
+        admin.post("/admin/router/reload", json={"path": str(other)}).raise_for_status()
+        after = admin.get("/admin/threshold").json()
+        assert after["source"] == "calibrated"
+        expected = knob_for_spend(np.asarray(other_rows), cost, target / 1000)
+        assert after["value"] == pytest.approx(expected)
+        assert after["value"] != pytest.approx(knob)
     finally:
         admin.post(
             "/admin/router/reload", json={"path": str(files / "quality.onnx")}
         ).raise_for_status()
+    # A file without calibration data cannot hold the spend: its default, as the reload rule says.
+    assert admin.get("/admin/threshold").json()["source"] == "default"
     # Back on the file without calibration data and no traffic since: the existing error.
     again = admin.post("/admin/threshold/calibrate", json={"usd_per_1k_requests": target})
     assert again.status_code == 400

@@ -12,6 +12,8 @@ from app.shared import LocalState, build_shared_state, decode_snapshot, encode_s
 def test_snapshot_round_trip() -> None:
     snapshot = ThresholdSnapshot(0.42, "calibrated", 0.3)
     assert decode_snapshot(encode_snapshot(snapshot, "abc")) == (snapshot, "abc")
+    spend = ThresholdSnapshot(0.42, "calibrated", None, 0.02)
+    assert decode_snapshot(encode_snapshot(spend, "s")) == (spend, "s")
     assert decode_snapshot(encode_snapshot(ThresholdSnapshot(0.1, "operator"), "x").encode()) == (
         ThresholdSnapshot(0.1, "operator", None),
         "x",
@@ -56,3 +58,8 @@ async def test_without_redis_the_state_is_local() -> None:
     await shared.publish()
     assert await shared.live_scores() is None
     await shared.aclose()
+
+
+def test_a_snapshot_from_an_earlier_version_has_no_spend() -> None:
+    raw = '{"value": 0.3, "source": "calibrated", "calibrated_share": 0.2, "id": "old"}'
+    assert decode_snapshot(raw) == (ThresholdSnapshot(0.3, "calibrated", 0.2, None), "old")
