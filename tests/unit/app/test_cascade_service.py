@@ -1,7 +1,8 @@
 """The confidence cascade service: sampling, grouping, keep/escalate, gate, budget, calibration.
 
 The edge and cloud are ``httpx.MockTransport`` upstreams answering by seed (the system edge);
-the router score is a constant (decided by the real threshold rule), the meaning grouping and the decision are the real ones.
+the router score is a constant (decided by the real threshold rule), the meaning grouping and
+the decision are the real ones.
 """
 
 from __future__ import annotations
