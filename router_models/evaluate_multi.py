@@ -36,6 +36,7 @@ __all__ = [
     "Curve",
     "MultiReport",
     "aiq",
+    "aiq_difference",
     "bootstrap_aiq_difference",
     "cost_to_reach",
     "curve_of",
@@ -139,20 +140,28 @@ def bootstrap_aiq_difference(
     queries (paired: both routers see the same resample; decisions stay fixed)."""
     rng = np.random.default_rng(seed)
     n = truth.shape[0]
-
-    def difference(rows: npt.NDArray[np.intp] | None) -> float:
-        index = np.arange(n) if rows is None else rows
-        singles = single_model_points(truth[index], true_cost[index])
-        c_min, c_max = float(singles.cost.min()), float(singles.cost.max())
-        a = aiq(curve_of(choices_a, truth, true_cost, rows), c_min, c_max)
-        return a - aiq(curve_of(choices_b, truth, true_cost, rows), c_min, c_max)
-
     draws = []
     for _ in range(n_boot):
         rows: npt.NDArray[np.intp] = np.asarray(rng.integers(0, n, n), dtype=np.intp)
-        draws.append(difference(rows))
+        draws.append(aiq_difference(choices_a, choices_b, truth, true_cost, rows))
     low, high = np.percentile(draws, [2.5, 97.5])
-    return difference(None), float(low), float(high)
+    return aiq_difference(choices_a, choices_b, truth, true_cost), float(low), float(high)
+
+
+def aiq_difference(
+    choices_a: npt.NDArray[np.intp],
+    choices_b: npt.NDArray[np.intp],
+    truth: FloatArray,
+    true_cost: FloatArray,
+    rows: npt.NDArray[np.intp] | None = None,
+) -> float:
+    """AIQ(a) - AIQ(b) of fixed decisions over ``rows`` (all by default), both over the
+    single models' cost range on those rows: one draw of :func:`bootstrap_aiq_difference`."""
+    index = np.arange(truth.shape[0]) if rows is None else rows
+    singles = single_model_points(truth[index], true_cost[index])
+    c_min, c_max = float(singles.cost.min()), float(singles.cost.max())
+    a = aiq(curve_of(choices_a, truth, true_cost, rows), c_min, c_max)
+    return a - aiq(curve_of(choices_b, truth, true_cost, rows), c_min, c_max)
 
 
 def single_model_points(truth: FloatArray, true_cost: FloatArray) -> Curve:

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 
 from router_models.config import ConfigError, RunConfig
 from router_models.contract import META_QUERY_POLICY
@@ -46,9 +47,10 @@ from router_models.features import prepare_prompts
 from router_models.inputs import check_inputs, load_data
 from router_models.labels import QualityLabels, quality_labels
 from router_models.prices import query_costs
+from router_models.query_prep import QueryPolicy
 from router_models.registry import make_router
 
-__all__ = ["run_quality_pipeline"]
+__all__ = ["fit_quality_router", "quality_router_onnx", "run_quality_pipeline"]
 
 
 def run_quality_pipeline(config: RunConfig, *, progress: bool = True) -> dict[str, Path]:
@@ -93,29 +95,25 @@ def run_quality_pipeline(config: RunConfig, *, progress: bool = True) -> dict[st
     X_train, X_test = embedder(train_texts), embedder(test_texts)
 
     say(f"training {config.router_kind} on {len(train)} queries ({config.label_scheme} cells)")
-    params = dict(config.router_params)
-    params.setdefault("random_state", config.seed)
-    estimator = make_router(config.router_kind, **params)
-    estimator.fit(X_train, train.mean, sample_weight=train.cell_weights())
+    estimator = fit_quality_router(
+        config.router_kind, config.router_params, config.seed, X_train, train
+    )
     q_hat = np.asarray(estimator.predict(X_test), dtype=np.float64).reshape(len(test), -1)
 
     say(f"evaluating on {len(test)} test queries")
     name = f"{config.router_kind}-{config.label_scheme}"
     reports = _reports(name, q_hat, decision_cost, test)
 
-    metadata = build_quality_metadata(
+    onnx_model = quality_router_onnx(  # checked: the contract, before the output directory
+        estimator,
         embedding_model_id=embedder.model_id,
-        embedding_dim=int(X_train.shape[1]),
         label_scheme=config.label_scheme,
         models=models,
-        router=config.router_kind,
+        router_kind=config.router_kind,
         calibration_quality=q_hat,
-        calibration_seed=config.seed,
+        seed=config.seed,
+        query_policy=policy if config.query_policy is not None else None,
     )
-    if config.query_policy is not None:
-        metadata[META_QUERY_POLICY] = policy.to_json()
-    onnx_model = estimator.to_onnx(metadata)
-    check_router_model(onnx_model)  # the contract, before the output directory exists
 
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -126,6 +124,51 @@ def run_quality_pipeline(config: RunConfig, *, progress: bool = True) -> dict[st
     files["config"] = out / "config.resolved.json"
     files["config"].write_text(json.dumps(asdict(config), indent=2), encoding="utf-8")
     return files
+
+
+def fit_quality_router(
+    kind: str, params: Mapping[str, Any], seed: int, X: np.ndarray, labels: QualityLabels
+) -> Any:
+    """A ``*_quality`` registry router fitted on the label cells of ``labels`` (embeddings
+    ``X``), each cell weighted by its observation count; ``random_state`` defaults to ``seed``."""
+    kwargs = dict(params)
+    kwargs.setdefault("random_state", seed)
+    estimator = make_router(kind, **kwargs)
+    estimator.fit(X, labels.mean, sample_weight=labels.cell_weights())
+    return estimator
+
+
+def quality_router_onnx(
+    estimator: Any,
+    *,
+    embedding_model_id: str,
+    label_scheme: str,
+    models: tuple[str, ...],
+    router_kind: str,
+    calibration_quality: np.ndarray,
+    seed: int,
+    query_policy: QueryPolicy | None = None,
+) -> onnx.ModelProto:
+    """The fitted router as a contract-v2 model, checked against the contract.
+
+    ``dars.models`` = ``models`` (the column order it was fitted in); calibration rows = a
+    sample (seeded by ``seed``) of ``calibration_quality``, its predictions on held-out
+    queries; ``query_policy`` is written as ``dars.query_policy`` when given.
+    """
+    metadata = build_quality_metadata(
+        embedding_model_id=embedding_model_id,
+        embedding_dim=int(estimator.n_features_in_),
+        label_scheme=label_scheme,
+        models=models,
+        router=router_kind,
+        calibration_quality=calibration_quality,
+        calibration_seed=seed,
+    )
+    if query_policy is not None:
+        metadata[META_QUERY_POLICY] = query_policy.to_json()
+    onnx_model: onnx.ModelProto = estimator.to_onnx(metadata)
+    check_router_model(onnx_model)
+    return onnx_model
 
 
 def _reports(

@@ -2,7 +2,9 @@
 
 - ``export --store URL --out obs.jsonl.gz``: observations in the trainer's format.
 - ``retrain --store URL --serving FILE --state-dir DIR [--url --admin-token] [--every S]``:
-  one turn (watch, then retrain-gate-promote), or one turn every ``S`` seconds.
+  one turn (watch, then retrain-gate-promote), or one turn every ``S`` seconds; the gate is
+  APGR for two models (``--margin`` points), AIQ for K (``--aiq-margin``), both with a
+  paired bootstrap bound (``--confidence``, ``--resamples``).
 - ``watch``: only the rollback check of the last promotion.
 
 The admin token is read from ``DARS_ADMIN_TOKEN`` when ``--admin-token`` is not given, so it
@@ -52,10 +54,18 @@ def _config(args: argparse.Namespace) -> LoopConfig:
         weak=args.weak,
         strong=args.strong,
         router=getattr(args, "router", "knn"),
+        quality_router=getattr(args, "quality_router", "knn_quality"),
         params=_key_values(getattr(args, "param", None)),
         holdout=getattr(args, "holdout", 0.25),
         seed=getattr(args, "seed", 0),
-        gate=GatePolicy(margin=args.margin, min_queries=args.min_queries),
+        gate=GatePolicy(
+            margin=args.margin,
+            min_queries=args.min_queries,
+            aiq_margin=args.aiq_margin,
+            confidence=args.confidence,
+            n_resamples=args.resamples,
+            seed=getattr(args, "seed", 0),
+        ),
         rollback=RollbackPolicy(max_drop=args.max_drop, min_count=args.min_count, z=args.z),
         cloud_share=getattr(args, "cloud_share", None),
         url=args.url,
@@ -94,7 +104,22 @@ def _loop_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--url", help="service base URL for the hot reload (unset: log only)")
     p.add_argument("--admin-token", help="admin token (default: $DARS_ADMIN_TOKEN)")
     p.add_argument("--margin", type=float, default=1.0, help="APGR points to beat serving by")
+    p.add_argument(
+        "--aiq-margin",
+        type=float,
+        default=0.01,
+        help="K models: AIQ (a mean quality in [0, 1]) to beat serving by; 0.01 = 1 point",
+    )
     p.add_argument("--min-queries", type=int, default=50, help="smallest held-out slice")
+    p.add_argument(
+        "--confidence",
+        type=float,
+        default=0.95,
+        help="one-sided bootstrap lower bound of the gain must be > 0 at this confidence",
+    )
+    p.add_argument(
+        "--resamples", type=int, default=1000, help="paired bootstrap resamples (0: no bound)"
+    )
     p.add_argument("--max-drop", type=float, default=0.05, help="rollback: quality drop")
     p.add_argument("--min-count", type=int, default=50, help="rollback: grades per side")
     p.add_argument("--z", type=float, default=1.645, help="rollback: standard errors")
@@ -114,10 +139,11 @@ def register(sub: Any) -> None:
     p = cmds.add_parser("retrain", help="watch, then train a candidate, gate, promote")
     _loop_args(p)
     p.add_argument("--pretrained", action="append", metavar="PATH", help="add this data")
-    p.add_argument("--router", default="knn", help="router kind from the registry")
+    p.add_argument("--router", default="knn", help="two-model router kind (registry)")
+    p.add_argument("--quality-router", default="knn_quality", help="K-model router kind (registry)")
     p.add_argument("--param", action="append", metavar="KEY=VALUE", help="router parameter")
     p.add_argument("--holdout", type=float, default=0.25, help="held-out share of queries")
-    p.add_argument("--seed", type=int, default=0, help="seed of the held-out split")
+    p.add_argument("--seed", type=int, default=0, help="seed of the split and the bootstrap")
     p.add_argument("--cloud-share", type=float, help="candidate's default threshold")
     p.add_argument("--every", type=float, metavar="SECONDS", help="repeat forever")
     p.set_defaults(func=_cmd_retrain)

@@ -2,8 +2,10 @@
 
 :func:`retrain_once` labels the live observations with DARS (plus pretrained data if asked),
 trains a candidate on the queries *not* held out, scores candidate and serving router on the
-held-out queries with :func:`router_models.promotion.gate` and, on ``promote``, writes the
-candidate's ONNX file next to the old one and hot-reloads the service. :func:`watch_once`
+held-out queries with :func:`router_models.promotion.gate` (two models, APGR) or, for a K-model
+serving file or live data over more than two models, :mod:`router_models.live.retrain_quality`
+(AIQ) and, on ``promote``, writes the candidate's ONNX file next to the old one and
+hot-reloads the service. :func:`watch_once`
 compares live quality per route before and after the last promotion
 (:func:`router_models.promotion.rollback_decision`) and reloads the previous file on a drop.
 Every decision is a JSON line in ``decisions.jsonl`` (``router_models.live.state``).
@@ -12,63 +14,27 @@ Every decision is a JSON line in ``decisions.jsonl`` (``router_models.live.state
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from router_models.evaluate import truth_from_observations
+from router_models.export_onnx import save_router
 from router_models.features import Embedder
 from router_models.labels import LabelSet
-from router_models.live.export import ExportStats, live_pair, store_observations
+from router_models.live.config import LoopConfig, load_live_rows, loop_embedder, training_rows
+from router_models.live.export import live_pair
 from router_models.live.quality import route_quality
 from router_models.live.reload import ReloadFailed, reload_service
+from router_models.live.retrain_quality import ModelsMismatch, gate_models, retrain_quality
 from router_models.live.state import LoopState, log_decision
 from router_models.live.store import open_store
-from router_models.observations import Observation, read_observations
+from router_models.observations import Observation
 from router_models.pipeline import build_labels, export_router, train_router
-from router_models.promotion import GatePolicy, RollbackPolicy, gate, rollback_decision
+from router_models.promotion import gate, rollback_decision
 from router_models.splits import split_by_query
 
 __all__ = ["LoopConfig", "load_live_rows", "retrain_once", "watch_once"]
-
-
-@dataclass
-class LoopConfig:
-    """Everything a turn needs; ``url``/``admin_token`` unset = decide and log, never reload."""
-
-    state_dir: Path
-    store: str | None = None
-    data: Sequence[str] = ()
-    pretrained: Sequence[str] = ()
-    serving: Path | None = None
-    weak: str | None = None
-    strong: str | None = None
-    router: str = "knn"
-    params: dict[str, Any] = field(default_factory=dict)
-    holdout: float = 0.25
-    seed: int = 0
-    gate: GatePolicy = field(default_factory=GatePolicy)
-    rollback: RollbackPolicy = field(default_factory=RollbackPolicy)
-    cloud_share: float | None = None
-    url: str | None = None
-    admin_token: str | None = None
-
-
-def load_live_rows(config: LoopConfig) -> list[Observation]:
-    """Live observations from the store and/or exported files (``dars-train live export``)."""
-    rows: list[Observation] = []
-    if config.store is not None:
-        store = open_store(config.store)
-        stats = ExportStats()
-        try:
-            rows.extend(store_observations(store, stats=stats))
-        finally:
-            store.close()
-        log_decision(config.state_dir, "export", store=store.backend, summary=stats.summary())
-    if config.data:
-        rows.extend(read_observations(list(config.data)))
-    return rows
 
 
 def _pair(config: LoopConfig, rows: Sequence[Observation]) -> tuple[str, str]:
@@ -77,27 +43,34 @@ def _pair(config: LoopConfig, rows: Sequence[Observation]) -> tuple[str, str]:
     return live_pair(rows)
 
 
-def _training_rows(
-    config: LoopConfig, train: list[Observation], held_ids: set[str], held_prompts: set[str]
-) -> list[Observation]:
-    """Live training rows plus the pretrained data, minus anything of a held-out query."""
-    if not config.pretrained:
-        return train
-    extra = read_observations(list(config.pretrained))
-    kept = [o for o in extra if o.query_id not in held_ids and o.prompt not in held_prompts]
-    return train + kept
-
-
-def _embedder(config: LoopConfig) -> Embedder:
-    return Embedder(cache_dir=config.state_dir / "embeddings", progress=False)
-
-
 def retrain_once(config: LoopConfig, *, embedder: Embedder | None = None) -> dict[str, Any]:
-    """Train, gate and (on ``promote``) promote; returns the logged decision."""
+    """Train, gate and (on ``promote``) promote; returns the logged decision.
+
+    Two models (APGR gate) unless the serving file is a K-model router or the live data
+    covers more than two models (AIQ gate, :mod:`router_models.live.retrain_quality`).
+    """
     state = LoopState.load(config.state_dir, config.serving)
     rows = load_live_rows(config)
     if not rows:
         return log_decision(config.state_dir, "skip", reason="no live observations yet")
+    try:
+        models = gate_models(state.serving, rows, config)
+    except ModelsMismatch as exc:
+        return log_decision(config.state_dir, "skip", reason="models-mismatch", detail=str(exc))
+    embed = embedder if embedder is not None else loop_embedder(config)
+    if models is not None:
+        turn = retrain_quality(config, state.serving, rows, models, embed)
+        if turn.model is None:
+            return turn.decision
+        model = turn.model
+        return _promote(config, state, lambda path: save_router(model, path))
+    return _retrain_pair(config, state, rows, embed)
+
+
+def _retrain_pair(
+    config: LoopConfig, state: LoopState, rows: list[Observation], embed: Embedder
+) -> dict[str, Any]:
+    """The two-model turn: DARS pair labels, a score router, the APGR gate."""
     weak, strong = _pair(config, rows)
     rows = [o for o in rows if o.model in (weak, strong)]
     train, held = split_by_query(rows, config.holdout, config.seed)
@@ -107,12 +80,11 @@ def retrain_once(config: LoopConfig, *, embedder: Embedder | None = None) -> dic
         return log_decision(
             config.state_dir, "skip", reason="no held-out query answered by both models"
         )
-    train = _training_rows(config, train, set(truth.query_ids), set(truth.prompts))
+    train = training_rows(config, train, set(truth.query_ids), set(truth.prompts))
     try:
         labels: LabelSet = build_labels(train, weak=weak, strong=strong, scheme="dars")
     except ValueError as exc:
         return log_decision(config.state_dir, "skip", reason=f"no training labels: {exc}")
-    embed = embedder if embedder is not None else _embedder(config)
     candidate = train_router(labels, embed, kind=config.router, params=config.params, seed=0)
     decision = gate(
         state.serving,
@@ -128,30 +100,27 @@ def retrain_once(config: LoopConfig, *, embedder: Embedder | None = None) -> dic
     )
     if not decision.promote:
         return logged
-    return _promote(config, state, candidate, list(labels.prompts), embed, weak, strong)
+    return _promote(
+        config,
+        state,
+        lambda path: export_router(
+            candidate,
+            path,
+            calibration_prompts=list(labels.prompts),
+            embedder=embed,
+            weak=weak,
+            strong=strong,
+            cloud_share=config.cloud_share,
+        ),
+    )
 
 
-def _promote(
-    config: LoopConfig,
-    state: LoopState,
-    candidate: Any,
-    prompts: list[str],
-    embed: Embedder,
-    weak: str,
-    strong: str,
-) -> dict[str, Any]:
-    """Write the candidate's file beside the old one, reload the service, then save state."""
+def _promote(config: LoopConfig, state: LoopState, write: Callable[[Path], Path]) -> dict[str, Any]:
+    """Write the candidate's file (``write``) beside the old one, reload the service, then
+    save state."""
     now = time.time()
     path = config.state_dir / "routers" / f"router-{time.strftime('%Y%m%dT%H%M%S')}.onnx"
-    export_router(
-        candidate,
-        path,
-        calibration_prompts=prompts,
-        embedder=embed,
-        weak=weak,
-        strong=strong,
-        cloud_share=config.cloud_share,
-    )
+    write(path)
     new_state = state.promoted(path.resolve(), now)
     if config.url is not None and config.admin_token is not None:
         try:

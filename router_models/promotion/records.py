@@ -2,8 +2,9 @@
 
 Every decision of the loop is logged with its numbers, so a record holds what was compared,
 on how many queries or observations, the metric values, the thresholds and the verdict with
-its reason. Metrics are in percent (as in the reports); NaN (an undefined APGR) is written as
-JSON ``null`` and read back as NaN.
+its reason. Two-model metrics are in percent (as in the reports); K-model AIQ is a mean
+quality in [0, 1] and reach costs are USD per 1k requests (as in ``evaluate_multi``). NaN (an
+undefined APGR, a bound not computed) is written as JSON ``null`` and read back as NaN.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ from typing import Any, Literal
 
 __all__ = [
     "GateDecision",
+    "GateMetric",
     "GateReason",
+    "QualityMetrics",
     "RollbackDecision",
     "RouteCheck",
     "RouteQuality",
@@ -24,10 +27,12 @@ __all__ = [
 ]
 
 Verdict = Literal["promote", "refuse"]
+GateMetric = Literal["APGR", "AIQ"]  # APGR: two models (percent); AIQ: K models ([0, 1])
 GateReason = Literal[
-    "better-by-margin",  # promote: candidate APGR >= serving APGR + margin (and strictly higher)
+    "better-by-margin",  # promote: metric >= serving + margin, strictly higher, bound > 0
     "within-margin",  # refuse: better, but by less than the margin
-    "not-better",  # refuse: candidate APGR <= serving APGR
+    "not-better",  # refuse: candidate metric <= serving metric
+    "not-significant",  # refuse: by the margin, but the bootstrap lower bound is not above 0
     "too-few-queries",  # refuse: the held-out slice is smaller than the policy's minimum
     "no-quality-gap",  # refuse: the strong model is not better on the slice; APGR undefined
     "heldout-overlaps-training",  # refuse: the candidate was trained on held-out queries
@@ -69,27 +74,62 @@ class RouterMetrics:
 
 
 @dataclass(frozen=True)
+class QualityMetrics:
+    """One K-model router's metrics on the held-out slice: AIQ and best mean quality in
+    [0, 1], cost to reach x% of the best single model in USD per 1k requests (NaN: never)."""
+
+    name: str
+    sha256: str | None
+    aiq: float
+    max_quality: float
+    reach_cost: dict[str, float]
+
+    def to_dict(self) -> dict[str, Any]:
+        row = asdict(self)
+        row["reach_cost"] = {k: _nan_to_none(v) for k, v in self.reach_cost.items()}
+        return row
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> QualityMetrics:
+        return cls(
+            name=str(data["name"]),
+            sha256=None if data["sha256"] is None else str(data["sha256"]),
+            aiq=_none_to_nan(data["aiq"]),
+            max_quality=_none_to_nan(data["max_quality"]),
+            reach_cost={str(k): _none_to_nan(v) for k, v in data["reach_cost"].items()},
+        )
+
+
+@dataclass(frozen=True)
 class GateDecision:
     """Promote or refuse a candidate, with the numbers the verdict was taken on.
 
-    ``delta`` = candidate APGR - serving APGR (percentage points); ``heldout_digest`` names
-    the exact held-out query set (sha256 of the sorted ids), so two decisions can be checked
-    to have used the same slice.
+    ``delta`` = candidate - serving metric (APGR: percentage points; AIQ: [0, 1] units);
+    ``delta_lower`` its one-sided lower bound at ``confidence`` from ``n_resamples`` paired
+    bootstrap resamples of the slice (NaN with ``n_resamples = 0`` or when undefined);
+    ``margin`` is in the metric's unit. ``heldout_digest`` names the exact held-out query set
+    (sha256 of the sorted ids), so two decisions can be checked to have used the same slice.
+    ``models`` are the routed models (APGR: weak, strong; AIQ: the candidate's column order,
+    and then ``weak_model``/``strong_model`` are None).
     """
 
     verdict: Verdict
     reason: GateReason
     detail: str
-    metric: Literal["APGR"]
+    metric: GateMetric
     margin: float
     min_queries: int
     n_queries: int
     heldout_digest: str
-    weak_model: str
-    strong_model: str
-    serving: RouterMetrics
-    candidate: RouterMetrics
+    weak_model: str | None
+    strong_model: str | None
+    serving: RouterMetrics | QualityMetrics
+    candidate: RouterMetrics | QualityMetrics
     delta: float
+    delta_lower: float = math.nan
+    confidence: float = 0.95
+    n_resamples: int = 0
+    models: tuple[str, ...] = ()
 
     @property
     def promote(self) -> bool:
@@ -100,6 +140,8 @@ class GateDecision:
         row["serving"] = self.serving.to_dict()
         row["candidate"] = self.candidate.to_dict()
         row["delta"] = _nan_to_none(self.delta)
+        row["delta_lower"] = _nan_to_none(self.delta_lower)
+        row["models"] = list(self.models)
         return row
 
     def to_json(self) -> str:
@@ -107,6 +149,9 @@ class GateDecision:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GateDecision:
+        """Also reads records written before the bound existed (no bound, no ``models``)."""
+        metrics = QualityMetrics if data["metric"] == "AIQ" else RouterMetrics
+        weak, strong = data.get("weak_model"), data.get("strong_model")
         return cls(
             verdict=data["verdict"],
             reason=data["reason"],
@@ -116,11 +161,15 @@ class GateDecision:
             min_queries=int(data["min_queries"]),
             n_queries=int(data["n_queries"]),
             heldout_digest=str(data["heldout_digest"]),
-            weak_model=str(data["weak_model"]),
-            strong_model=str(data["strong_model"]),
-            serving=RouterMetrics.from_dict(data["serving"]),
-            candidate=RouterMetrics.from_dict(data["candidate"]),
+            weak_model=None if weak is None else str(weak),
+            strong_model=None if strong is None else str(strong),
+            serving=metrics.from_dict(data["serving"]),
+            candidate=metrics.from_dict(data["candidate"]),
             delta=_none_to_nan(data["delta"]),
+            delta_lower=_none_to_nan(data.get("delta_lower")),
+            confidence=float(data.get("confidence", 0.95)),
+            n_resamples=int(data.get("n_resamples", 0)),
+            models=tuple(str(m) for m in data.get("models", ())),
         )
 
     @classmethod

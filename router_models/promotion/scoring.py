@@ -20,7 +20,7 @@ from router_models.contract import query_lengths
 from router_models.export_onnx import load_router_scores
 from router_models.registry import accepts_query_length
 
-__all__ = ["RouterLike", "describe_router", "router_scores"]
+__all__ = ["RouterLike", "describe_router", "is_onnx_router", "router_scores"]
 
 # A path or ModelProto of an ONNX router, an onnxruntime session on one, a ``TrainedRouter``
 # (``predict_prompts``) or a fitted registry estimator (``predict``).
@@ -29,7 +29,8 @@ RouterLike: TypeAlias = str | Path | onnx.ModelProto | Any
 FloatArray = npt.NDArray[np.float64]
 
 
-def _is_onnx(router: RouterLike) -> bool:
+def is_onnx_router(router: RouterLike) -> bool:
+    """A path, ``ModelProto`` or onnxruntime session (not a fitted estimator)."""
     return isinstance(router, str | Path | onnx.ModelProto) or hasattr(router, "run")
 
 
@@ -42,7 +43,7 @@ def router_scores(router: RouterLike, X: npt.ArrayLike, prompts: Sequence[str]) 
     batch = np.asarray(X, dtype=np.float32)
     if len(batch) != len(prompts):
         raise ValueError(f"{len(batch)} embeddings for {len(prompts)} prompts")
-    if _is_onnx(router):
+    if is_onnx_router(router):
         return load_router_scores(router, batch, query_length=query_lengths(prompts))
     if hasattr(router, "predict_prompts"):
         return np.asarray(router.predict_prompts(prompts, batch), dtype=np.float64)

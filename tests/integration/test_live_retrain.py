@@ -93,6 +93,7 @@ def test_the_gate_refuses_a_candidate_worse_than_the_serving_router(tmp_path: Pa
     assert gate["verdict"] == "refuse" and gate["reason"] == "not-better"
     assert gate["candidate"]["apgr"] < gate["serving"]["apgr"] - 10
     assert gate["n_queries"] >= 10 and gate["n_train_queries"] > 0
+    assert gate["metric"] == "APGR" and gate["models"] == [EDGE_MODEL, CLOUD_MODEL]
     assert not (tmp_path / "state" / "state.json").exists()  # nothing promoted
     assert not (tmp_path / "state" / "routers").exists()
 
@@ -111,6 +112,8 @@ def test_promotion_reloads_the_service_and_a_quality_drop_rolls_it_back(
         assert events[-2:] == ["gate", "promote"], events
         gate = [d for d in _decisions(state) if d["event"] == "gate"][-1]
         assert gate["delta"] >= 1.0 and gate["candidate"]["apgr"] > gate["serving"]["apgr"]
+        # The paired bootstrap bound of the gain (1000 resamples) clears 0 as well.
+        assert 0 < gate["delta_lower"] <= gate["delta"] and gate["n_resamples"] == 1000
         saved = json.loads((state / "state.json").read_text())
         assert saved["previous"] == str(backwards) and Path(saved["serving"]).is_file()
         assert backwards.is_file()  # the previous file is kept
