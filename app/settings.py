@@ -16,7 +16,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from router_models.contract import DEFAULT_QUERY_MAX_CHARS
 from router_models.query_prep import QueryPolicy
 
-__all__ = ["Settings", "UpstreamSettings", "get_settings"]
+__all__ = ["Settings", "UpstreamSettings", "get_settings", "parse_shadow_samples"]
+
+_MAX_SHADOW_SAMPLES = 16  # extra decodes of one upstream per sampled request
 
 
 class UpstreamSettings(BaseModel):
@@ -127,8 +129,8 @@ class Settings(BaseSettings):
     shadow_edge_samples: int = Field(default=3, ge=0, le=16)  # extra edge decodes per sample
     shadow_cloud_samples: int = Field(default=1, ge=0, le=16)  # extra cloud answers
     shadow_temperature: float = Field(default=0.7, gt=0.0, le=2.0)  # unless the client's > 0
-    shadow_budget_usd_per_day: float = Field(default=1.0, ge=0.0)  # per replica, answers+judge
-    shadow_calls_per_minute: int = Field(default=30, ge=0)  # per replica, answers+judge
+    shadow_budget_usd_per_day: float = Field(default=1.0, ge=0.0)  # shared via Redis if set
+    shadow_calls_per_minute: int = Field(default=30, ge=0)  # every shadow call counts
     shadow_queue_size: int = Field(default=100, ge=1)
     shadow_judge: Literal["llm", "grader"] = "llm"
     shadow_judge_base_url: str | None = None  # None = the cloud upstream's URL and key
@@ -138,6 +140,11 @@ class Settings(BaseSettings):
     shadow_judge_price_input_per_mtok: float | None = Field(default=None, ge=0.0)  # None: cloud
     shadow_judge_price_output_per_mtok: float | None = Field(default=None, ge=0.0)
     shadow_grader: str | None = None  # module:function, (prompt, answer) -> [0, 1]
+    # Extra decodes per upstream, "small=4,large=1" (names from the configured list, checked
+    # at start-up); unnamed upstreams: the cheapest gets shadow_edge_samples, others cloud's.
+    shadow_samples: str | None = None
+    shadow_judge_upstream: str | None = None  # None: cloud, or the dearest upstream of a file
+    shadow_rewrites: int = Field(default=0, ge=0, le=8)  # paraphrases per sampled request
 
     # --- auth
     admin_token: SecretStr | None = None
@@ -155,6 +162,8 @@ class Settings(BaseSettings):
         "shadow_judge_base_url",
         "shadow_judge_api_key",
         "shadow_grader",
+        "shadow_samples",
+        "shadow_judge_upstream",
         "upstreams_file",
         mode="before",
     )
@@ -169,6 +178,18 @@ class Settings(BaseSettings):
             return None
         QueryPolicy.from_json(value)  # QueryPolicyError is a ValueError: a validation error
         return value
+
+    @field_validator("shadow_samples")
+    @classmethod
+    def _shadow_samples_parse(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_shadow_samples(value)  # ValueError naming the bad item: a validation error
+        return value
+
+    @cached_property
+    def shadow_sample_counts(self) -> dict[str, int]:
+        """``DARS_SHADOW_SAMPLES`` as upstream name -> extra decodes (empty when unset)."""
+        return {} if self.shadow_samples is None else parse_shadow_samples(self.shadow_samples)
 
     @model_validator(mode="after")
     def _distinct_model_names(self) -> Settings:
@@ -216,6 +237,23 @@ class Settings(BaseSettings):
             read_timeout_s=self.upstream_read_timeout_s,
             max_connections=self.upstream_max_connections,
         )
+
+
+def parse_shadow_samples(text: str) -> dict[str, int]:
+    """``"small=4,large=1"`` -> ``{"small": 4, "large": 1}``; ValueError naming the bad item."""
+    counts: dict[str, int] = {}
+    for item in (part.strip() for part in text.split(",")):
+        name, sep, count = item.partition("=")
+        name = name.strip()
+        if not sep or not name or not count.strip().isdigit():
+            raise ValueError(f"DARS_SHADOW_SAMPLES: {item!r} is not name=count (e.g. small=4)")
+        if name in counts:
+            raise ValueError(f"DARS_SHADOW_SAMPLES names {name!r} twice")
+        value = int(count)
+        if value > _MAX_SHADOW_SAMPLES:
+            raise ValueError(f"DARS_SHADOW_SAMPLES: {name}={value} is over {_MAX_SHADOW_SAMPLES}")
+        counts[name] = value
+    return counts
 
 
 @lru_cache(maxsize=1)

@@ -23,14 +23,14 @@ from fastapi.responses import JSONResponse
 from app.cascade import CascadeOutcome
 from app.cascade_render import completion, completion_events
 from app.deps import ClientAuth, Services, ServicesDep
-from app.live.hook import after_json, after_stream
+from app.live.hook import after_json, after_stream, stream_capture
 from app.openapi import error_responses
 from app.policy import Decision, parse_model_field
 from app.protocol import CHAT_EXAMPLES, ChatCompletionRequest
 from app.query import query_policy, query_text
 from app.request_context import RequestRecord, request_record
 from app.routing import decide_scored
-from app.streaming import SSEResponse, relay_sse
+from app.streaming import SSEResponse, StreamEnd, relay_sse
 from app.upstream import UpstreamName
 
 __all__ = [
@@ -210,13 +210,18 @@ async def forward(
         stream = await services.upstreams.open_stream(decision.route, upstream_body, forced=forced)
         served = _served(decision, stream.upstream, stream.fell_back)
         headers = _note(record, served, extra, upstreams[served.route].model)
+        capture = stream_capture(services)  # drawn before the first byte, kept only if drawn
 
-        def finish(status: str) -> None:
-            record.outcome = status
-            after_stream(services, body, record, served, started=started, status=status)
+        def finish(end: StreamEnd) -> None:
+            record.outcome = end.status
+            after_stream(services, body, record, served, started=started, end=end)
 
         events = relay_sse(
-            stream, services.upstreams, strip_usage=not body.wants_usage, on_finish=finish
+            stream,
+            services.upstreams,
+            strip_usage=not body.wants_usage,
+            on_finish=finish,
+            capture=capture,
         )
         headers = {**headers, "cache-control": "no-cache"}
         return SSEResponse(events, headers={**headers, "x-accel-buffering": "no"})

@@ -1,4 +1,7 @@
-"""The shadow sampler's caps: USD per UTC day and upstream calls per minute (per replica).
+"""The shadow sampler's caps: USD per UTC day and upstream calls per minute.
+
+:class:`ShadowCaps` is what the sampler asks of them; :class:`ShadowBudget` keeps them in this
+process (per replica), :mod:`app.live.shared_budget` in Redis for all replicas together.
 
 Spend is known only after a call (its usage), so the USD cap is checked before each call and
 charged after it: a day overshoots by at most one call. The per-minute cap is a sliding
@@ -11,11 +14,33 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import Protocol
 
-__all__ = ["ShadowBudget"]
+__all__ = ["ShadowBudget", "ShadowCaps"]
 
 _DAY_S = 86_400.0
 _MINUTE_S = 60.0
+
+
+class ShadowCaps(Protocol):
+    """The sampler's view of its caps; ``reserve`` is async because shared caps live in Redis."""
+
+    usd_per_day: float
+
+    def can_spend(self) -> bool:
+        """Whether today's cap looked unspent when last seen (no I/O: a quick filter)."""
+        ...
+
+    async def reserve(self) -> float | None:
+        """Take a call slot: 0 = taken, > 0 = seconds to wait before asking again, None = no
+        call may start (the day's USD spent, calls off, or the shared caps unreachable)."""
+        ...
+
+    def charge(self, usd: float) -> None:
+        """Charge a finished call's cost to today (no I/O here; shared caps write it later)."""
+        ...
+
+    async def aclose(self) -> None: ...
 
 
 class ShadowBudget:
@@ -66,3 +91,15 @@ class ShadowBudget:
     def start_call(self) -> None:
         """Count a call that starts now against the per-minute window."""
         self._calls.append(self._clock())
+
+    async def reserve(self) -> float | None:
+        """:meth:`ShadowCaps.reserve` on this process's own caps."""
+        if not self.can_spend():
+            return None
+        wait = self.wait()
+        if wait == 0.0:
+            self.start_call()
+        return wait
+
+    async def aclose(self) -> None:
+        return None

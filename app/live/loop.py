@@ -10,19 +10,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from app.live.budget import ShadowBudget
 from app.live.errors import LiveStoreDisabled, LiveStoreUnavailable, RequestNotFound
 from app.live.judge import CallableGrader, Judge, LlmJudge
 from app.live.metrics import LiveMetrics
+from app.live.rewrites import ShadowRewriter
 from app.live.shadow import ShadowJob, ShadowSampler
+from app.live.shadow_config import JudgeEndpoint, judge_endpoint, shadow_plan, training_model_id
+from app.live.shared_budget import build_shadow_budget
 from app.live.writer import LiveWriter
 from app.settings import Settings
-from app.upstream import UPSTREAM_NAMES, UpstreamClient, UpstreamName, Usage
+from app.upstream import UpstreamClient, UpstreamName, Usage
+from app.upstreams_file import UpstreamsConfig, configured_upstreams
 from router_models.live.records import Feedback, FeedbackSource, LiveRecord, prompt_sha256
 from router_models.live.store import LiveStore, open_store, store_label
 
@@ -52,6 +55,7 @@ class Answered:
     latency_ms: float
     stream: bool
     answer: str | None
+    sampled: bool | None = None  # the shadow draw if made before answering (streams)
 
 
 class LiveLoop:
@@ -64,12 +68,15 @@ class LiveLoop:
         shadow: ShadowSampler | None = None,
         metrics: LiveMetrics | None = None,
         record_prompts: bool = False,
+        model_ids: Mapping[UpstreamName, str] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        """``model_ids``: each upstream's id for training, kept in its records."""
         self.writer = writer
         self.shadow = shadow
         self.metrics = metrics
         self.record_prompts = record_prompts
+        self.model_ids = dict(model_ids or {})
         self._clock = clock
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -88,6 +95,7 @@ class LiveLoop:
         """The loop the settings ask for; its tasks and clients close with ``stack``."""
         if settings.live_store is None:
             return cls.disabled()
+        upstreams = configured_upstreams(settings)
         url = settings.live_store.get_secret_value()
         store: LiveStore = await asyncio.to_thread(open_store, url)
         writer = LiveWriter(store, metrics, max_queue=settings.live_queue_size)
@@ -95,7 +103,7 @@ class LiveLoop:
         stack.push_async_callback(writer.aclose)
         shadow = None
         if settings.shadow_rate > 0:
-            shadow = _build_shadow(settings, writer, metrics)
+            shadow = _build_shadow(settings, upstreams, writer, metrics)
             shadow.start()
             stack.push_async_callback(shadow.aclose)
         logger.info(
@@ -106,7 +114,11 @@ class LiveLoop:
             settings.shadow_rate,
         )
         return cls(
-            writer=writer, shadow=shadow, metrics=metrics, record_prompts=settings.record_prompts
+            writer=writer,
+            shadow=shadow,
+            metrics=metrics,
+            record_prompts=settings.record_prompts,
+            model_ids={spec.name: training_model_id(spec) for spec in upstreams.upstreams},
         )
 
     async def observe(self, answered: Answered, router: RouterModel) -> None:
@@ -146,9 +158,14 @@ class LiveLoop:
             cost_usd=a.cost_usd,
             latency_ms=a.latency_ms,
             stream=a.stream,
+            model_id=self.model_ids.get(a.route),
         )
         self.writer.submit(record)
-        if self.shadow is not None and a.status == "200" and self.shadow.wants():
+        if (
+            self.shadow is not None
+            and a.status == "200"
+            and (self.shadow.wants() if a.sampled is None else a.sampled)
+        ):
             self.shadow.submit(
                 ShadowJob(
                     request_id=a.request_id,
@@ -188,42 +205,51 @@ class LiveLoop:
         return replaced
 
 
-def _judge(settings: Settings) -> Judge:
+def _judge(settings: Settings, endpoint: JudgeEndpoint) -> Judge:
     if settings.shadow_judge == "grader" and settings.shadow_grader is not None:
         return CallableGrader(settings.shadow_grader)
-    cloud = settings.upstream("cloud")
-    key = settings.shadow_judge_api_key or (
-        None if settings.shadow_judge_base_url else cloud.api_key
-    )
-    prices = (
-        settings.shadow_judge_price_input_per_mtok,
-        settings.shadow_judge_price_output_per_mtok,
-    )
     return LlmJudge(
-        base_url=settings.shadow_judge_base_url or cloud.base_url,
-        model=settings.shadow_judge_model or cloud.model,
-        api_key=key.get_secret_value() if key is not None else None,
+        base_url=endpoint.base_url,
+        model=endpoint.model,
+        api_key=endpoint.api_key,
         scale=settings.shadow_judge_scale,
-        price_input_per_mtok=cloud.price_input_per_mtok if prices[0] is None else prices[0],
-        price_output_per_mtok=cloud.price_output_per_mtok if prices[1] is None else prices[1],
+        price_input_per_mtok=endpoint.price_input_per_mtok,
+        price_output_per_mtok=endpoint.price_output_per_mtok,
         timeout_s=settings.upstream_read_timeout_s,
     )
 
 
-def _build_shadow(settings: Settings, writer: LiveWriter, metrics: LiveMetrics) -> ShadowSampler:
-    """Own clients (own pools, no metrics, no retries): shadow calls never touch user traffic."""
+def _build_shadow(
+    settings: Settings, upstreams: UpstreamsConfig, writer: LiveWriter, metrics: LiveMetrics
+) -> ShadowSampler:
+    """Own clients (own pools, no metrics, no retries): shadow calls never touch user traffic.
+
+    Raises :class:`~app.live.shadow_config.ShadowConfigError` when a shadow setting names an
+    upstream that is not configured (start-up stops with that message).
+    """
+    plan = shadow_plan(settings, upstreams)
+    endpoint = judge_endpoint(settings, plan.judge)
+    file = None if upstreams.source == "env" else upstreams.source
     clients: dict[UpstreamName, UpstreamClient] = {
-        name: UpstreamClient(name, settings.upstream(name), retries=0) for name in UPSTREAM_NAMES
+        spec.name: UpstreamClient(spec.name, spec.config, retries=0, file=file)
+        for spec in upstreams.upstreams
     }
+    rewriter = None
+    if settings.shadow_rewrites > 0:
+        rewriter = ShadowRewriter(
+            endpoint, k=settings.shadow_rewrites, timeout_s=settings.upstream_read_timeout_s
+        )
     return ShadowSampler(
         clients,
-        _judge(settings),
-        ShadowBudget(settings.shadow_budget_usd_per_day, settings.shadow_calls_per_minute),
+        _judge(settings, endpoint),
+        build_shadow_budget(settings, metrics),
         writer,
         metrics,
         rate=settings.shadow_rate,
-        samples={"edge": settings.shadow_edge_samples, "cloud": settings.shadow_cloud_samples},
+        samples=plan.samples,
         temperature=settings.shadow_temperature,
         max_queue=settings.shadow_queue_size,
         keep_responses=settings.record_prompts,
+        model_ids=plan.model_ids,
+        rewriter=rewriter,
     )

@@ -32,7 +32,10 @@ class LiveMetrics:
             registry=r,
         )
         self.queue_depth = Gauge(
-            "dars_live_queue_depth", "Live records waiting for the store writer.", registry=r
+            "dars_live_queue_depth",
+            "Live records waiting for the store writer.",
+            registry=r,
+            multiprocess_mode="livesum",
         )
         self.quality = Histogram(
             "dars_live_quality",
@@ -56,15 +59,28 @@ class LiveMetrics:
         )
         self.shadow_spend = Counter(
             "dars_shadow_spend_usd_total",
-            "Estimated USD spent on shadow sampling, by kind (answer|judge).",
+            "Estimated USD spent on shadow sampling, by kind (answer|judge|rewrite).",
             ["kind"],
             registry=r,
         )
         self.shadow_backlog = Gauge(
-            "dars_shadow_backlog", "Shadow jobs waiting for the sampler.", registry=r
+            "dars_shadow_backlog",
+            "Shadow jobs waiting for the sampler.",
+            registry=r,
+            multiprocess_mode="livesum",
         )
         self.shadow_budget = Gauge(
-            "dars_shadow_budget_usd_per_day", "The shadow sampler's USD cap per day.", registry=r
+            "dars_shadow_budget_usd_per_day",
+            "The shadow sampler's USD cap per day.",
+            registry=r,
+            multiprocess_mode="livemax",  # with Redis (N > 1 needs it) the cap is shared
+        )
+        self.shadow_budget_unavailable = Counter(
+            "dars_shadow_budget_unavailable_total",
+            "Calls to the replicas' shared shadow budget in Redis that failed, by op: reserve "
+            "(no shadow call started: fail closed) or charge (the cost is kept and sent again).",
+            ["op"],
+            registry=r,
         )
         self.grades = Counter(
             "dars_shadow_grades_total",
@@ -77,11 +93,13 @@ class LiveMetrics:
             "1 for the sha256 of the router file now deciding (its records carry the same).",
             ["sha256"],
             registry=r,
+            multiprocess_mode="livemax",
         )
         self.router_changed = Gauge(
             "dars_live_router_changed_timestamp_seconds",
             "When the deciding router file last changed (start, promotion, rollback).",
             registry=r,
+            multiprocess_mode="livemax",
         )
         for result in RECORD_RESULTS:
             self.records.labels(result=result)
@@ -89,8 +107,10 @@ class LiveMetrics:
             self.shadow.labels(result=result)
         for result in GRADE_RESULTS:
             self.grades.labels(result=result)
-        for kind in ("answer", "judge"):
+        for kind in ("answer", "judge", "rewrite"):
             self.shadow_spend.labels(kind=kind)
+        for op in ("reserve", "charge"):
+            self.shadow_budget_unavailable.labels(op=op)
         for kind in ("score", "thumbs"):
             for replaced in ("true", "false"):
                 self.feedback.labels(kind=kind, replaced=replaced)

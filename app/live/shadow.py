@@ -4,8 +4,13 @@ A share ``rate`` of recorded requests becomes a :class:`ShadowJob` on a bounded 
 dropped and counted, never waited for). One background task works the queue: each model
 answers ``samples[model]`` more times (distinct seeds, so the edge model's decodes differ) on
 its own connection pool (never the user's), and the judge grades those answers and the served
-one. Every call first waits for a per-minute slot and stops the job when the USD cap of the
-day is spent (:class:`app.live.budget.ShadowBudget`). Grades go to the store writer as
+one. With a rewriter (``DARS_SHADOW_REWRITES`` = k) the prompt is also paraphrased up to k
+times (:mod:`app.live.rewrites`) and every upstream that takes decodes answers each rewrite
+once, so every model's input variance is observed alike; the judge grades those answers
+against the *original* prompt, and their grades carry ``variant_id`` 1..k. Every call (answers,
+rewrites, judge) first waits for a per-minute slot and stops the job when the USD cap of the
+day is spent (:class:`app.live.budget.ShadowCaps`: per process, or shared by the replicas
+through Redis). Grades go to the store writer as
 :class:`~router_models.live.records.Grade`; nothing here can fail or slow a user request.
 """
 
@@ -20,11 +25,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from app.live.budget import ShadowBudget
+from app.live.budget import ShadowCaps
 from app.live.judge import Judge
 from app.live.metrics import LiveMetrics
+from app.live.rewrites import ShadowRewriter, last_user_text, with_user_text
 from app.live.writer import LiveWriter
 from app.upstream import UpstreamClient, UpstreamFailed, UpstreamName, Usage
+from router_models.collect.client import CollectError
 from router_models.live.records import Grade
 
 __all__ = ["OverBudget", "ShadowJob", "ShadowSampler", "answer_text"]
@@ -32,6 +39,7 @@ __all__ = ["OverBudget", "ShadowJob", "ShadowSampler", "answer_text"]
 logger = logging.getLogger(__name__)
 
 _DROPPED_FIELDS = ("stream", "stream_options", "n", "seed", "user")
+_SEED_BASE = 1000  # decode n of a request has seed 1000 + n - 1: reproducible, distinct
 
 
 class OverBudget(Exception):
@@ -41,7 +49,8 @@ class OverBudget(Exception):
 @dataclass(frozen=True)
 class ShadowJob:
     """One sampled request: what to re-send (``body``, without ``model``), who served it and
-    with what answer (None for streams: the relay does not keep the text)."""
+    with what answer (None when there is none to grade: a stream that was not drawn before it
+    started, or did not finish)."""
 
     request_id: str
     prompt: str
@@ -67,7 +76,7 @@ class ShadowSampler:
         self,
         clients: Mapping[UpstreamName, UpstreamClient],
         judge: Judge,
-        budget: ShadowBudget,
+        budget: ShadowCaps,
         writer: LiveWriter,
         metrics: LiveMetrics,
         *,
@@ -76,9 +85,13 @@ class ShadowSampler:
         temperature: float = 0.7,
         max_queue: int = 100,
         keep_responses: bool = False,
+        model_ids: Mapping[UpstreamName, str] | None = None,
+        rewriter: ShadowRewriter | None = None,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        """``model_ids``: the model id each upstream's grades carry (default: its model name);
+        ``rewriter``: paraphrases the prompt for more variants (None: originals only)."""
         self.clients = clients
         self.judge = judge
         self.budget = budget
@@ -88,6 +101,8 @@ class ShadowSampler:
         self.samples = samples
         self.temperature = temperature
         self.keep_responses = keep_responses
+        self.model_ids = dict(model_ids or {})
+        self.rewriter = rewriter
         self._rng = rng or random.Random()
         self._clock = clock
         self._queue: asyncio.Queue[ShadowJob] = asyncio.Queue(maxsize=max_queue)
@@ -129,33 +144,32 @@ class ShadowSampler:
             else:
                 self.metrics.shadow.labels(result="done").inc()
 
-    async def _slot(self) -> None:
+    async def slot(self) -> None:
         """Wait for a per-minute slot; OverBudget when the USD cap is spent or calls are off."""
         while True:
-            if not self.budget.can_spend():
-                raise OverBudget
-            wait = self.budget.wait()
+            wait = await self.budget.reserve()
             if wait is None:
                 raise OverBudget
             if wait <= 0:
-                self.budget.start_call()
                 return
             await asyncio.sleep(wait)
 
-    def _charge(self, usd: float, kind: str) -> None:
+    def charge(self, usd: float, kind: str) -> None:
         self.budget.charge(usd)
         self.metrics.shadow_spend.labels(kind=kind).inc(usd)
 
-    async def _sample(self, name: UpstreamName, job: ShadowJob, seed: int) -> tuple[str, float]:
+    async def _sample(
+        self, name: UpstreamName, request: Mapping[str, Any], seed: int
+    ) -> tuple[str, float]:
         """One more answer of ``name`` with ``seed``; raises UpstreamFailed on failure."""
         client = self.clients[name]
-        body = {k: v for k, v in job.body.items() if k not in _DROPPED_FIELDS}
+        body = {k: v for k, v in request.items() if k not in _DROPPED_FIELDS}
         body.update(seed=seed, temperature=body.get("temperature") or self.temperature)
-        await self._slot()
+        await self.slot()
         _, payload = await client.attempt(lambda: client.create_once(body))
         usage = Usage.from_payload(payload.get("usage"))
         cost = client.cost_usd(usage) if usage is not None else 0.0
-        self._charge(cost, "answer")
+        self.charge(cost, "answer")
         text = answer_text(payload)
         if text is None:
             raise ValueError(f"{name} answered without text")
@@ -164,14 +178,14 @@ class ShadowSampler:
     async def _grade(
         self, job: ShadowJob, name: UpstreamName, sample_id: int, answer: str, **extra: Any
     ) -> None:
-        await self._slot()
+        await self.slot()
         try:
             verdict = await self.judge.grade(job.prompt, answer)
         except Exception as exc:
             logger.warning("judge failed on request %s: %r", job.request_id, exc)
             self.metrics.grades.labels(result="failed").inc()
             return
-        self._charge(verdict.cost_usd, "judge")
+        self.charge(verdict.cost_usd, "judge")
         if verdict.score is None:
             self.metrics.grades.labels(result="unparsed").inc()
             return
@@ -181,7 +195,7 @@ class ShadowSampler:
             Grade(
                 request_id=job.request_id,
                 upstream=name,
-                model=self.clients[name].model,
+                model=self.model_ids.get(name) or self.clients[name].model,
                 sample_id=sample_id,
                 score=verdict.score,
                 judge=self.judge.name,
@@ -191,20 +205,53 @@ class ShadowSampler:
             )
         )
 
+    async def _decode(
+        self,
+        job: ShadowJob,
+        name: UpstreamName,
+        sample_id: int,
+        body: Mapping[str, Any],
+        **extra: Any,
+    ) -> None:
+        """Decode ``body`` once on ``name`` as answer ``sample_id`` of the request; grade it."""
+        seed = _SEED_BASE + sample_id - 1
+        try:
+            text, cost = await self._sample(name, body, seed)
+        except (UpstreamFailed, ValueError) as exc:
+            logger.warning("shadow sample of %s failed: %r", name, exc)
+            return
+        await self._grade(job, name, sample_id, text, seed=seed, cost_usd=cost, **extra)
+
+    async def _variants(self, job: ShadowJob, rewriter: ShadowRewriter) -> None:
+        """Each sampled upstream answers each rewrite once (answers after its own decodes)."""
+        original = last_user_text(job.body)
+        if original is None:
+            return  # no plain-text user message to paraphrase
+        try:
+            rewrites = await rewriter.rewrite(original, self)
+        except CollectError as exc:
+            logger.warning("shadow rewrite of request %s failed: %r", job.request_id, exc)
+            return
+        for variant_id, text in enumerate(rewrites, start=1):
+            body = with_user_text(job.body, text)
+            kept = text if self.keep_responses else None
+            for name, count in self.samples.items():
+                if count > 0:
+                    await self._decode(
+                        job, name, count + variant_id, body, variant_id=variant_id, rewrite=kept
+                    )
+
     async def process(self, job: ShadowJob) -> None:
-        """Grade the served answer, then sample and grade each model ``samples[model]`` times."""
+        """Grade the served answer, sample and grade each model ``samples[model]`` times, then
+        the rewrites, if any. Sample ids number one model's answers to the request."""
         if job.served_answer is not None:
             cost = job.served_cost or 0.0
             await self._grade(job, job.served, 0, job.served_answer, served=True, cost_usd=cost)
         for name, count in self.samples.items():
-            for index in range(count):
-                seed = 1000 + index  # fixed, distinct seeds: reproducible decodes per request
-                try:
-                    text, cost = await self._sample(name, job, seed)
-                except (UpstreamFailed, ValueError) as exc:
-                    logger.warning("shadow sample of %s failed: %r", name, exc)
-                    continue
-                await self._grade(job, name, index + 1, text, seed=seed, cost_usd=cost)
+            for sample_id in range(1, count + 1):
+                await self._decode(job, name, sample_id, job.body)
+        if self.rewriter is not None:
+            await self._variants(job, self.rewriter)
 
     async def aclose(self) -> None:
         """Stop sampling; queued jobs are dropped (they were never on a request's path)."""
@@ -215,4 +262,7 @@ class ShadowSampler:
         close = getattr(self.judge, "aclose", None)
         if close is not None:
             await close()
+        if self.rewriter is not None:
+            await self.rewriter.aclose()
         await asyncio.gather(*(client.aclose() for client in self.clients.values()))
+        await self.budget.aclose()

@@ -5,6 +5,12 @@ the graded answer. The query id is the prompt's hash, so a prompt asked again ad
 the same query: many observations per (query, model) pair are what DARS labels need. Only
 records whose prompt text was kept (``DARS_RECORD_PROMPTS``) can be exported: the router is
 trained on the text; the others are counted and left out.
+
+Any number of upstreams: an observation's ``model`` is the id the grade (or the record, for
+feedback) carries for training (``router_id`` when the upstreams file sets one), so K-model
+routers train on the export as is. Grades of meaning-preserving rewrites keep their
+``variant_id`` (the observation's prompt stays the original: one query id, one prompt), and
+sample ids number the observations of each (query, model, variant).
 """
 
 from __future__ import annotations
@@ -59,6 +65,7 @@ def _row(
     score: float,
     cost: float | None,
     meta: dict[str, Any],
+    variant_id: int = 0,
 ) -> dict[str, Any]:
     return {
         "query_id": query_id_of(record),
@@ -66,6 +73,7 @@ def _row(
         "model": model,
         "score": score,
         "cost": cost,
+        "variant_id": variant_id,
         "meta": {
             "request_id": record.request_id,
             "route": record.route,
@@ -104,7 +112,8 @@ def live_observations(
                 "feedback": fb.source,
                 "router": record.router_sha256,
             }
-            row = _row(record, record.route, record.model, fb.score, record.cost_usd, meta)
+            model = record.model_id or record.model
+            row = _row(record, record.route, model, fb.score, record.cost_usd, meta)
             rows.append((fb.ts, f"{fb.request_id}\0feedback", row))
             stats.from_feedback += 1
     for grade in grades:
@@ -121,18 +130,28 @@ def live_observations(
                 "seed": grade.seed,
                 "router": record.router_sha256,
             }
-            row = _row(record, grade.upstream, grade.model, grade.score, grade.cost_usd, meta)
+            if grade.rewrite is not None:
+                meta["rewrite"] = grade.rewrite
+            row = _row(
+                record,
+                grade.upstream,
+                grade.model,
+                grade.score,
+                grade.cost_usd,
+                meta,
+                grade.variant_id,
+            )
             row["response"] = grade.response
             key = f"{grade.request_id}\0judge\0{grade.model}\0{grade.sample_id:06d}"
             rows.append((grade.ts, key, row))
             stats.from_judge += 1
     rows.sort(key=lambda item: (item[0], item[1]))
-    counters: dict[tuple[str, str], int] = defaultdict(int)
+    counters: dict[tuple[str, str, int], int] = defaultdict(int)
     out: list[Observation] = []
     for _, _, row in rows:
-        pair = (row["query_id"], row["model"])
-        row.update(dataset=dataset, split=split, sample_id=counters[pair])
-        counters[pair] += 1
+        cell = (row["query_id"], row["model"], row["variant_id"])
+        row.update(dataset=dataset, split=split, sample_id=counters[cell])
+        counters[cell] += 1
         out.append(Observation.from_dict(row))
         stats.queries.add(row["query_id"])
     stats.observations = len(out)
@@ -149,15 +168,20 @@ def store_observations(
 
 
 def live_pair(rows: Iterable[Observation]) -> tuple[str, str]:
-    """(edge model, cloud model) as the live rows name them (``meta.upstream``)."""
+    """(edge model, cloud model) as the live rows name them (``meta.upstream``).
+
+    Two-model path only: rows of an upstreams file (other names) raise ``ValueError`` naming
+    the upstreams seen, so the caller passes the pair it wants (``--weak``/``--strong``).
+    """
     names: dict[str, set[str]] = defaultdict(set)
     for obs in rows:
         if obs.model is not None:
             names[str(obs.meta.get("upstream"))].add(obs.model)
     edge, cloud = names.get("edge", set()), names.get("cloud", set())
     if len(edge) != 1 or len(cloud) != 1:
+        seen = {name: sorted(models) for name, models in sorted(names.items())}
         raise ValueError(
             f"cannot tell the edge and cloud model apart (edge: {sorted(edge)}, cloud: "
-            f"{sorted(cloud)}); pass --weak and --strong"
+            f"{sorted(cloud)}; models by upstream: {seen}); pass --weak and --strong"
         )
     return edge.pop(), cloud.pop()

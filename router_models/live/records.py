@@ -33,7 +33,9 @@ def _from_dict(cls: type[T], data: dict[str, Any]) -> T:
 class LiveRecord:
     """One routed chat request: where it went, why, what it cost and how long it took.
 
-    ``route`` is the upstream that answered (edge/cloud), ``model`` its model name,
+    ``route`` is the upstream that answered (edge/cloud or a name from the upstreams file),
+    ``model`` its model name, ``model_id`` its id for training (its ``router_id`` when the file
+    sets one, else the model name; None in records written before it existed),
     ``router``/``router_sha256`` the router file that decided (None for forced models:
     ``score``/``threshold`` are None then too). ``prompt`` is None unless recording prompts
     is allowed. ``latency_ms`` spans the whole request, ``decision_ms`` the routing decision.
@@ -57,6 +59,7 @@ class LiveRecord:
     latency_ms: float | None = None
     decision_ms: float | None = None
     stream: bool = False
+    model_id: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -94,10 +97,14 @@ class Feedback:
 class Grade:
     """A judge's grade in [0, 1] of one answer to a recorded request.
 
-    ``upstream`` (edge/cloud) and ``model`` name who answered; ``sample_id`` numbers the
-    answers of one model to one request (0 = the served answer when ``served``, else a shadow
-    decode, ``seed`` its sampling seed); ``judge`` names the grader; ``cost_usd`` is the
-    answer's cost (the judge's cost counts in the shadow spend only).
+    ``upstream`` (its configured name) and ``model`` (its id for training: ``router_id`` when
+    set, else the model name) name who answered; ``sample_id`` numbers the answers of one
+    model to one request across all variants, so ``(request_id, model, sample_id)`` stays the
+    store's key (0 = the served answer when ``served``, else a shadow decode, ``seed`` its
+    sampling seed); ``variant_id`` is the prompt variant it answered (0 = the original,
+    1..k = meaning-preserving rewrites, ``rewrite`` their text when prompts are kept; rows
+    written before variants existed read as 0); ``judge`` names the grader; ``cost_usd`` is the
+    answer's cost (the judge's and rewriter's cost count in the shadow spend only).
     """
 
     request_id: str
@@ -111,10 +118,14 @@ class Grade:
     seed: int | None = None
     cost_usd: float = 0.0
     response: str | None = None
+    variant_id: int = 0
+    rewrite: str | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.score <= 1.0:
             raise ValueError(f"grade must be within [0, 1], got {self.score}")
+        if self.variant_id < 0:
+            raise ValueError(f"variant_id must be >= 0, got {self.variant_id}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

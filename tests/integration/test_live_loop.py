@@ -1,5 +1,6 @@
 """The live loop in the running service: records off the request path, shadow sampling with a
-slow judge, feedback (auth, idempotency, 404), the store across a restart and two replicas.
+slow judge and over an upstreams file, feedback (auth, idempotency, 404), the store across a
+restart and two replicas.
 
 Real app under uvicorn, real encoder and ONNX router, fake OpenAI upstreams (edge, cloud and a
 judge) on loopback, the real openai SDK as the client.
@@ -17,9 +18,18 @@ import httpx
 import openai
 import pytest
 from helpers.onnx_routers import make_linear_router
+from helpers.quality_routers import make_quality_router
 from integration.conftest import RedisServer
-from integration.upstream_server import FakeUpstream, router_settings, running_router
+from integration.upstream_server import (
+    FakeUpstream,
+    fake_upstreams,
+    router_settings,
+    running_router,
+    upstreams_yaml,
+)
 
+from app.settings import Settings
+from router_models.live.export import store_observations
 from router_models.live.store import LiveStore, RedisStore, SqliteStore
 
 if TYPE_CHECKING:
@@ -196,4 +206,57 @@ def test_two_replicas_share_one_redis_store(
         )
         assert again.status_code == 200
     assert len(list(store.feedback())) == 2
+    store.close()
+
+
+def test_shadow_grades_of_every_upstream_in_a_file_land_in_the_store(
+    tmp_path: Path, encoder: SentenceTransformer
+) -> None:
+    names = ("small", "medium", "large")
+    judge = FakeUpstream("judge", answers=["Rating: [[8]]"]).start()
+    with fake_upstreams(names) as fakes:
+        prices = {"small": 0.0, "medium": 1.0, "large": 10.0}
+        fields: dict[str, dict[str, object]] = {
+            name: {"price_input_per_mtok": price, "price_output_per_mtok": price}
+            for name, price in prices.items()
+        }
+        fields["large"]["router_id"] = "large-v2"
+        (tmp_path / "upstreams.yaml").write_text(upstreams_yaml(fakes, fields))
+        db = tmp_path / "live.db"
+        settings = Settings(  # type: ignore[call-arg]
+            _env_file=None,
+            router_model=make_quality_router(
+                tmp_path / "quality.onnx", (0.3, 0.6, 0.9), ("small-model", "medium", "large-v2")
+            ),
+            upstreams_file=tmp_path / "upstreams.yaml",
+            onnx_providers="cpu",
+            onnx_threads=1,
+            live_store=f"sqlite:///{db}",
+            record_prompts=True,
+            api_keys=KEY,
+            shadow_rate=1.0,
+            shadow_samples="small=2",  # medium and large: DARS_SHADOW_CLOUD_SAMPLES (1)
+            shadow_judge_base_url=judge.base_url,
+            shadow_judge_model="judge-model",
+        )
+        try:
+            with running_router(settings, encoder) as server:
+                request_id, _ = _chat(server.url)
+                store = SqliteStore(db)
+                grades = _until(lambda: _grades(store), lambda g: len(g) >= 5, timeout_s=30)
+        finally:
+            judge.stop()
+    got = sorted((g.upstream, g.model, g.sample_id, g.served) for g in grades)
+    served = next(g.upstream for g in grades if g.served)
+    assert served == "large"  # the router's best quality at the default knob
+    assert got == [
+        ("large", "large-v2", 0, True),
+        ("large", "large-v2", 1, False),
+        ("medium", "medium-model", 1, False),
+        ("small", "small-model", 1, False),
+        ("small", "small-model", 2, False),
+    ]
+    assert all(g.request_id == request_id for g in grades)
+    rows = store_observations(store)
+    assert {o.model for o in rows} == {"small-model", "medium-model", "large-v2"}
     store.close()

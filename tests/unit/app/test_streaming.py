@@ -1,4 +1,4 @@
-"""SSE relay pieces: event grouping and the usage-chunk edit."""
+"""SSE relay pieces: event grouping, the usage-chunk edit and the answer capture."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import json
 from collections.abc import AsyncIterator
 
 from app.errors import UpstreamTimeout
-from app.streaming import _usage_edit, error_event, sse_events
+from app.streaming import AnswerCapture, StreamEnd, _usage_edit, error_event, sse_events
+from app.upstream import Usage
 
 
 async def _lines(*lines: str) -> AsyncIterator[str]:
@@ -68,3 +69,51 @@ def test_error_event_is_one_sse_data_event_with_the_openai_error_body() -> None:
             "code": "timeout",
         }
     }
+
+
+def _delta(content: str | None, *, index: int = 0, finish: str | None = None) -> str:
+    delta = {} if content is None else {"content": content}
+    return json.dumps({"choices": [{"index": index, "delta": delta, "finish_reason": finish}]})
+
+
+def _fed(*payloads: str, limit: int = 1000) -> AnswerCapture:
+    capture = AnswerCapture(limit=limit)
+    for payload in payloads:
+        capture.feed(payload)
+    return capture
+
+
+def test_capture_keeps_choice_0_text_of_a_finished_stream() -> None:
+    capture = _fed(
+        json.dumps({"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]}),
+        _delta("The answer"),
+        _delta("Other choice", index=1),
+        _delta(" is 4."),
+        "not json",
+        _delta(None, finish="stop"),
+        json.dumps({"choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": 2}}),
+        "[DONE]",
+    )
+    assert capture.answer == "The answer is 4."
+    assert not capture.truncated
+
+
+def test_an_unfinished_or_textless_stream_has_no_answer() -> None:
+    assert _fed(_delta("The answer"), _delta(" is")).answer is None  # no finish_reason
+    assert _fed(_delta(None, finish="tool_calls")).answer is None  # nothing to grade
+
+
+def test_a_capture_stops_at_its_limit_and_drops_the_answer() -> None:
+    capture = _fed(_delta("abcdef"), _delta("ghij"), _delta("k", finish="stop"), limit=8)
+    assert capture.truncated
+    assert capture.size == 8 and "".join(capture.parts) == "abcdefgh"
+    assert capture.answer is None  # a cut answer is never graded as if it were whole
+
+
+def test_only_a_stream_that_ended_normally_gives_its_answer() -> None:
+    capture = _fed(_delta("Hi", finish="stop"))
+    usage = Usage(prompt_tokens=1, completion_tokens=1)
+    assert StreamEnd("200", usage, capture).answer == "Hi"
+    assert StreamEnd("499", usage, capture).answer is None  # the client left
+    assert StreamEnd("502", None, capture).answer is None  # the upstream failed
+    assert StreamEnd("200", usage).answer is None  # not drawn: nothing kept

@@ -1,4 +1,5 @@
-"""The live store (SQLite) under restart and two writing processes; export to observations."""
+"""The live store (SQLite, Redis) under restart, two writing processes and rows from older
+versions; export to observations (two and K models, prompt variants)."""
 
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ def record(
 
 
 def grade(rid: str, upstream: str, sample: int, score: float, **kw: object) -> Grade:
-    return Grade(
+    values: dict[str, object] = dict(
         request_id=rid,
         upstream=upstream,
         model=f"{upstream}-model",
@@ -43,8 +44,9 @@ def grade(rid: str, upstream: str, sample: int, score: float, **kw: object) -> G
         score=score,
         judge="test",
         ts=2.0 + sample,
-        **kw,  # type: ignore[arg-type]
     )
+    values.update(kw)
+    return Grade(**values)  # type: ignore[arg-type]
 
 
 def test_sqlite_store_survives_a_restart(tmp_path: Path) -> None:
@@ -130,3 +132,91 @@ def test_store_observations_reads_a_store(tmp_path: Path) -> None:
     store.add_grades([grade("a", "edge", 1, 1.0)])
     assert [o.score for o in store_observations(store)] == [1.0]
     store.close()
+
+
+def test_export_of_k_model_grades_keeps_model_ids_and_variants(tmp_path: Path) -> None:
+    from router_models.labels import quality_labels
+    from router_models.live.export import live_pair
+
+    records = [record("a", route="small", model_id="small-model")]
+    records.append(record("b", route="large", model="gpt-4o", model_id="large-v2"))
+    grades = [grade("a", "small", 0, 1.0, served=True), grade("a", "medium", 1, 0.5)]
+    grades.append(grade("a", "large", 1, 1.0, model="large-v2"))
+    for upstream in ("small", "large"):  # both answered each of two rewrites once
+        model = "large-v2" if upstream == "large" else f"{upstream}-model"
+        grades += [
+            grade("a", upstream, 1 + v, 0.0, model=model, variant_id=v, rewrite=f"p{v}")
+            for v in (1, 2)
+        ]
+    feedback = [Feedback("b", 0.0, "thumbs", 9.0)]  # a large answer: its router_id
+    rows = live_observations(records, feedback, grades)
+    cells = sorted((o.model, o.variant_id, o.sample_id) for o in rows)
+    assert cells == [
+        ("large-v2", 0, 0),
+        ("large-v2", 0, 1),  # the feedback on b: same prompt, same model id
+        ("large-v2", 1, 0),
+        ("large-v2", 2, 0),
+        ("medium-model", 0, 0),
+        ("small-model", 0, 0),
+        ("small-model", 1, 0),
+        ("small-model", 2, 0),
+    ]
+    assert {o.meta.get("rewrite") for o in rows if o.variant_id} == {"p1", "p2"}
+    assert {o.prompt for o in rows} == {"What is 2+2?"}  # rewrites keep the original prompt
+    out = tmp_path / "obs.jsonl.gz"
+    write_observations(out, rows)
+    back = read_observations(out)  # unique (query, model, variant, sample): the loader agrees
+    labels = quality_labels(back, ["small-model", "medium-model", "large-v2"])
+    assert labels.count.tolist() == [[3, 1, 4]]
+    with pytest.raises(ValueError, match="'large': \\['large-v2'\\]"):
+        live_pair(back)  # the two-model helper names what it saw instead of guessing
+
+
+def _old_grade_json(rid: str) -> dict[str, object]:
+    """A grade as written before ``variant_id`` existed."""
+    data = grade(rid, "edge", 1, 0.5).to_dict()
+    del data["variant_id"], data["rewrite"]
+    return data
+
+
+def test_sqlite_rows_written_without_variant_id_read_as_variant_0(tmp_path: Path) -> None:
+    import json
+    import sqlite3
+
+    path = tmp_path / "live.db"
+    SqliteStore(path).close()
+    with sqlite3.connect(path) as db:
+        db.execute(
+            "INSERT INTO grades VALUES (?, ?, ?, ?, ?)",
+            ("a", "edge-model", 1, 3.0, json.dumps(_old_grade_json("a"))),
+        )
+    store = SqliteStore(path)
+    store.add_records([record("a")])
+    assert [(g.variant_id, g.rewrite) for g in store.grades()] == [(0, None)]
+    assert [o.variant_id for o in store_observations(store)] == [0]
+    store.close()
+
+
+def test_redis_rows_written_without_variant_id_read_as_variant_0(tmp_path: Path) -> None:
+    import json
+    import shutil
+
+    from helpers.redis_server import RedisServer
+
+    from router_models.live.store import RedisStore
+
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server is not installed")
+    server = RedisServer(binary, tmp_path)
+    server.start()
+    try:
+        store = RedisStore(server.url)
+        store.add_records([record("a")])
+        with server.client() as raw:
+            raw.xadd("dars:live:grades", {"data": json.dumps(_old_grade_json("a"))})
+        assert [(g.variant_id, g.rewrite) for g in store.grades()] == [(0, None)]
+        assert [o.variant_id for o in store_observations(store)] == [0]
+        store.close()
+    finally:
+        server.stop()
