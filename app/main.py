@@ -41,7 +41,7 @@ from app.shared import build_shared_state
 from app.upstream import Upstreams
 from app.upstreams_file import configured_upstreams
 from app.utility import UtilityRouter
-from app.workers import ONE_WORKER_MESSAGE, requested_workers
+from app.workers import check_workers
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -91,8 +91,7 @@ async def build_services(
     settings: Settings, stack: AsyncExitStack, *, encoder: SentenceTransformer | None = None
 ) -> Services:
     """Build every service, registering each one's ``aclose`` on ``stack`` (closed in reverse)."""
-    if requested_workers() > 1:
-        raise RuntimeError(ONE_WORKER_MESSAGE)
+    check_workers(settings)  # one of several workers: Redis and a metrics directory, or refuse
     path = router_model_path(settings)  # before the slow encoder load: fail fast
     upstream_config = configured_upstreams(settings)  # a bad upstreams file fails fast too
     metrics = Metrics()
@@ -245,6 +244,9 @@ def create_app(
     settings: Settings | None = None, *, encoder: SentenceTransformer | None = None
 ) -> FastAPI:
     """The service as an ASGI app; services are built when it starts (lifespan).
+
+    Also the factory each worker of ``dars-router serve --workers N`` calls (``factory=True``):
+    with no arguments it reads its settings from the environment the parent prepared.
 
     ``encoder``: an already loaded all-MiniLM-L6-v2 to use instead of loading the one the
     settings name (tests share one across apps).

@@ -2,6 +2,12 @@
 
 All metrics live on one ``CollectorRegistry`` owned by a ``Metrics`` object, built in the app's
 lifespan, so that tests and several apps in one process never collide on the global registry.
+
+With several workers (``app/workers.py``) prometheus-client runs in multiprocess mode: values
+go to files in ``PROMETHEUS_MULTIPROC_DIR`` and ``Metrics.registry`` is a
+``MultiProcessCollector`` over all workers' files. Counters and histograms are summed; every
+gauge names how workers' values merge (``multiprocess_mode``, ignored by a single process), and
+info-like metrics are gauges with labels (``InfoGauge``), as ``Info`` has no multiprocess mode.
 """
 
 from __future__ import annotations
@@ -9,9 +15,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from importlib import metadata
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from app.live.metrics import LiveMetrics
+from app.metrics_multiprocess import InfoGauge, multiprocess_dir
 
 __all__ = [
     "LATENCY_BUCKETS_S",
@@ -45,6 +53,9 @@ LATENCY_BUCKETS_S: tuple[float, ...] = (
 )  # fmt: skip
 SCORE_BUCKETS: tuple[float, ...] = tuple(round(i / 20, 2) for i in range(1, 21))
 BATCH_BUCKETS: tuple[float, ...] = (1, 2, 4, 8, 16, 32, 64, 128)
+ROUTER_INFO_LABELS: tuple[str, ...] = (
+    "path", "provider", "embedding_model", "label_scheme", "router", "default_threshold",
+)  # fmt: skip
 
 
 class Metrics:
@@ -55,8 +66,13 @@ class Metrics:
     """
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self.registry = registry if registry is not None else CollectorRegistry()
-        r = self.registry
+        r = registry if registry is not None else CollectorRegistry()
+        # What /metrics exports: this process's registry, or every worker's files.
+        self.registry = r
+        directory = multiprocess_dir()
+        if registry is None and directory is not None:
+            self.registry = CollectorRegistry()
+            MultiProcessCollector(self.registry, path=str(directory))  # type: ignore[no-untyped-call]
 
         # --- requests and decisions
         self.requests = Counter(
@@ -77,11 +93,18 @@ class Metrics:
             buckets=SCORE_BUCKETS,
             registry=r,
         )
-        self.threshold = Gauge("dars_threshold", "Current routing threshold.", registry=r)
+        # Shared through Redis: every worker holds the same value; the latest write wins.
+        self.threshold = Gauge(
+            "dars_threshold",
+            "Current routing threshold.",
+            registry=r,
+            multiprocess_mode="livemostrecent",
+        )
         self.cloud_share = Gauge(
             "dars_cloud_share",
             "Share of scored requests routed to the cloud over the rolling window.",
             registry=r,
+            multiprocess_mode="livemostrecent",  # each worker's window: the latest one's share
         )
 
         # --- tokens, cost, saving
@@ -130,6 +153,7 @@ class Metrics:
             "dars_cache_breaker_open",
             "1 while the Redis circuit breaker is open (cache bypassed), else 0.",
             registry=r,
+            multiprocess_mode="livemax",  # 1 while any worker's breaker is open
         )
 
         # --- errors and fallbacks
@@ -153,8 +177,11 @@ class Metrics:
         )
 
         # --- router model
-        self.router_info = Info(
-            "dars_router_model", "The loaded router model and its provider.", registry=r
+        self.router_info = InfoGauge(
+            "dars_router_model_info",
+            "The loaded router model and its provider.",
+            ROUTER_INFO_LABELS,
+            registry=r,
         )
         self.router_reloads = Counter(
             "dars_router_reloads_total",
@@ -196,7 +223,10 @@ class Metrics:
             registry=r,
         )
         self.cascade_threshold = Gauge(
-            "dars_cascade_threshold", "Current entropy threshold of the cascade.", registry=r
+            "dars_cascade_threshold",
+            "Current entropy threshold of the cascade.",
+            registry=r,
+            multiprocess_mode="livemostrecent",
         )
         for verdict in ("keep", "escalate", "gate"):
             self.cascade_decisions.labels(decision=verdict)
@@ -208,8 +238,9 @@ class Metrics:
             "1 for the model name each upstream serves (dashboards join it on the route).",
             ["upstream", "model"],
             registry=r,
+            multiprocess_mode="livemax",
         )
-        self.build_info = Info("dars_build", "The service's version.", registry=r)
+        self.build_info = InfoGauge("dars_build_info", "The service's version.", ["version"], r)
         self.build_info.info({"version": _version()})
         self.live = LiveMetrics(r)  # records, feedback, shadow sampling (app/live)
         self._initialise()

@@ -48,6 +48,8 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=0, le=65535)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    # uvicorn worker processes of `dars-router serve`; > 1 needs DARS_REDIS_URL (app/workers.py)
+    workers: int = Field(default=1, ge=1, le=256)
 
     # --- upstreams
     # No default URL: none may send a prompt anywhere the user did not configure. With both

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from app.metrics_multiprocess import InfoGauge
+
 __all__ = ["QUALITY_BUCKETS", "SHADOW_RESULTS", "LiveMetrics"]
 
 QUALITY_BUCKETS: tuple[float, ...] = tuple(round(i / 10, 1) for i in range(1, 11))
@@ -88,12 +90,11 @@ class LiveMetrics:
             ["result"],
             registry=r,
         )
-        self.router_version = Gauge(
+        self.router_version = InfoGauge(
             "dars_live_router_version",
             "1 for the sha256 of the router file now deciding (its records carry the same).",
             ["sha256"],
             registry=r,
-            multiprocess_mode="livemax",
         )
         self.router_changed = Gauge(
             "dars_live_router_changed_timestamp_seconds",
@@ -120,6 +121,5 @@ class LiveMetrics:
 
     def set_router(self, sha256: str, now: float) -> None:
         """Export the deciding router's hash (one series) and when it changed."""
-        self.router_version.clear()
-        self.router_version.labels(sha256=sha256).set(1)
+        self.router_version.info({"sha256": sha256})
         self.router_changed.set(now)

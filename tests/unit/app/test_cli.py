@@ -184,3 +184,23 @@ def test_route_score_is_the_routers_score_of_the_real_embedding(
     vector = encoder.encode([text], normalize_embeddings=True)
     expected = linear_scores(vector, weights, 0.1)[0]
     assert float(printed.group(1)) == pytest.approx(expected, abs=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("argv", "env"), [(["serve", "--workers", "2"], {}), (["serve"], {"DARS_WORKERS": "3"})]
+)
+def test_serve_with_several_workers_needs_redis(
+    tmp_path: Path, argv: list[str], env: dict[str, str]
+) -> None:
+    result = _run(f"import sys, app.cli; sys.exit(app.cli.main({argv!r}))", tmp_path, **env)
+
+    assert result.returncode == 2
+    assert "DARS_REDIS_URL" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_serve_refuses_zero_workers(tmp_path: Path) -> None:
+    result = _run("import app.cli; app.cli.main(['serve', '--workers', '0'])", tmp_path)
+
+    assert result.returncode == 2
+    assert "--workers: must be at least 1" in result.stderr
