@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CACHE_KEY_PREFIX",
+    "REDIS_ERRORS",
     "CircuitBreaker",
     "EmbeddingCache",
     "MemoryCache",
@@ -53,6 +54,8 @@ logger = logging.getLogger(__name__)
 CACHE_KEY_PREFIX = "dars:emb:"
 _WIRE_DTYPE = np.dtype("<f4")
 _T = TypeVar("_T")
+# What a Redis call can raise when Redis is slow, down or confused (never a programming error).
+REDIS_ERRORS = (redis_exceptions.RedisError, OSError, TimeoutError)
 
 BreakerState = Literal["closed", "open", "half_open"]
 
@@ -187,6 +190,25 @@ class CircuitBreaker:
         if self._on_change is not None:
             self._on_change(state)
 
+    async def call(
+        self, operation: Awaitable[_T], *, timeout_s: float, what: str
+    ) -> tuple[bool, _T | None]:
+        """Run one Redis command unless the breaker is open, under ``timeout_s``, and record
+        the outcome; ``(False, None)`` on any Redis failure (logged at debug as ``what``)."""
+        if not self.allow():
+            if asyncio.iscoroutine(operation):
+                operation.close()  # never awaited: close it, or Python warns
+            return False, None
+        try:
+            async with asyncio.timeout(timeout_s):
+                result = await operation
+        except REDIS_ERRORS as exc:
+            logger.debug("%s: Redis call failed: %s: %s", what, type(exc).__name__, exc)
+            self.record_failure()
+            return False, None
+        self.record_success()
+        return True, result
+
 
 class RedisCache:
     """Vectors in Redis as float32 bytes with a TTL, behind a timeout and a circuit breaker.
@@ -260,7 +282,7 @@ class RedisCache:
         try:
             async with asyncio.timeout(self.timeout_s):
                 result = await operation
-        except (redis_exceptions.RedisError, OSError, TimeoutError) as exc:
+        except REDIS_ERRORS as exc:
             self._failed(exc)
             return False, None
         except Exception as exc:  # the cache contract: a cache never fails a request

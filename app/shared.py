@@ -36,12 +36,11 @@ from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import numpy as np
-from redis import exceptions as redis_exceptions
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from app.cache import CircuitBreaker
+from app.cache import REDIS_ERRORS, CircuitBreaker
 from app.errors import InvalidRequest
 from app.policy import Route, ThresholdSnapshot, ThresholdState
 
@@ -67,7 +66,6 @@ THRESHOLD_CHANNEL = "dars:threshold"
 SCORES_KEY = "dars:scores"
 _TICK_S = 0.2  # score flushes and retries of unwritten changes
 _T = TypeVar("_T")
-_REDIS_ERRORS = (redis_exceptions.RedisError, OSError, TimeoutError)
 
 
 class SharedState(Protocol):
@@ -179,7 +177,7 @@ class RedisSharedState:
                 await task
         await self._flush()
         for client in (self._client, self._subscriber):
-            with contextlib.suppress(*_REDIS_ERRORS):
+            with contextlib.suppress(*REDIS_ERRORS):
                 await client.aclose()
 
     # --- the service's calls
@@ -287,20 +285,7 @@ class RedisSharedState:
             await asyncio.sleep(self.refresh_s)
 
     async def _call(self, operation: Awaitable[_T]) -> tuple[bool, _T | None]:
-        """One Redis command under the timeout and the breaker; ``(False, None)`` on failure."""
-        if not self.breaker.allow():
-            if asyncio.iscoroutine(operation):
-                operation.close()
-            return False, None
-        try:
-            async with asyncio.timeout(self.timeout_s):
-                result = await operation
-        except _REDIS_ERRORS as exc:
-            logger.debug("shared state: Redis call failed: %s: %s", type(exc).__name__, exc)
-            self.breaker.record_failure()
-            return False, None
-        self.breaker.record_success()
-        return True, result
+        return await self.breaker.call(operation, timeout_s=self.timeout_s, what="shared state")
 
 
 def _client(url: str, *, read_timeout_s: float | None, connect_timeout_s: float) -> Redis:

@@ -27,12 +27,11 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from redis import exceptions as redis_exceptions
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from app.cache import CircuitBreaker
+from app.cache import REDIS_ERRORS, CircuitBreaker
 from app.live.budget import ShadowBudget, ShadowCaps
 
 if TYPE_CHECKING:
@@ -48,7 +47,6 @@ CALLS_KEY = "dars:shadow:calls"
 _USD_TTL_S = 2 * 86_400  # a day's key outlives the day in every time zone's view of it
 _WINDOW_S = 60.0
 _T = TypeVar("_T")
-_REDIS_ERRORS = (redis_exceptions.RedisError, OSError, TimeoutError)
 
 # KEYS: usd key, calls key. ARGV: now, usd cap, calls per minute, window s, member, usd ttl s,
 # usd to add first. Returns {-1 | 0 | ms to wait, spent today}.
@@ -155,7 +153,7 @@ class RedisShadowBudget:
 
     async def aclose(self) -> None:
         await self.flush()
-        with contextlib.suppress(*_REDIS_ERRORS):
+        with contextlib.suppress(*REDIS_ERRORS):
             await self._client.aclose()
 
     async def _written(self) -> None:
@@ -184,20 +182,7 @@ class RedisShadowBudget:
             self._metrics.shadow_budget_unavailable.labels(op=op).inc()
 
     async def _call(self, operation: Awaitable[_T]) -> tuple[bool, _T | None]:
-        """One Redis call under the timeout and the breaker; ``(False, None)`` on failure."""
-        if not self.breaker.allow():
-            if asyncio.iscoroutine(operation):
-                operation.close()
-            return False, None
-        try:
-            async with asyncio.timeout(self.timeout_s):
-                result = await operation
-        except _REDIS_ERRORS as exc:
-            logger.debug("shadow budget: Redis call failed: %s: %s", type(exc).__name__, exc)
-            self.breaker.record_failure()
-            return False, None
-        self.breaker.record_success()
-        return True, result
+        return await self.breaker.call(operation, timeout_s=self.timeout_s, what="shadow budget")
 
 
 def _parse(reply: Any) -> tuple[int, float] | None:
