@@ -3,8 +3,8 @@
 Under load, many requests want an embedding at the same moment. Encoding them one by one costs
 a forward pass each; ``BatchingEmbedder`` gathers the texts that arrive within
 ``max_wait_ms`` (at most ``max_batch_size``) into one forward pass, and while a pass runs the
-next requests queue up for the following one. The pass runs on a single worker thread, so the
-event loop keeps serving and the encoder is never used from two threads at once.
+next requests queue up for the following one. Passes run on worker threads (``max_passes`` of
+them, default 1), so the event loop keeps serving.
 
 ``QueryEmbedder`` puts an :class:`~app.cache.EmbeddingCache` in front of it.
 """
@@ -22,7 +22,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from app.cache import EmbeddingCache, cache_key
-from app.encoders import Encoder, load_onnx_encoder, resolve_backend, resolve_device
+from app.encoders import (
+    Encoder,
+    default_passes,
+    default_threads,
+    load_onnx_encoder,
+    resolve_backend,
+    resolve_device,
+)
 from app.errors import RouterUnavailable
 from router_models.contract import DEFAULT_EMBEDDING_MODEL_ID, default_encoder_path, load_encoder
 
@@ -51,6 +58,10 @@ class BatchingEmbedder:
     max_wait_ms : float
         How long the first text of a batch waits for company; 0 takes only what is queued.
         Skipped after a pass of one text: a lone caller is not kept waiting.
+    max_passes : int
+        Batches encoding at once, each on an executor thread of its own: with 2, the next
+        batch encodes while the loop hands out the last one's rows, so neither core idles.
+        The encoder must allow concurrent calls (ONNX Runtime's ``Session.run`` does).
     metrics : Metrics, optional
         Observes ``dars_embedding_batch_size`` and ``dars_latency_seconds{stage="embedding"}``.
 
@@ -67,8 +78,11 @@ class BatchingEmbedder:
         model_id: str,
         max_batch_size: int = 32,
         max_wait_ms: float = 2.0,
+        max_passes: int = 1,
         metrics: Metrics | None = None,
     ) -> None:
+        if max_passes < 1:
+            raise ValueError("max_passes must be >= 1")
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be >= 1")
         if max_wait_ms < 0:
@@ -84,7 +98,9 @@ class BatchingEmbedder:
         self._queue: asyncio.Queue[_Item] | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._worker: asyncio.Task[None] | None = None
-        self._in_flight: list[_Item] = []
+        self.max_passes = max_passes
+        self._in_flight: list[list[_Item]] = []
+        self._passes: set[asyncio.Task[None]] = set()
         self._last_batch_size = 0
 
     @property
@@ -96,7 +112,9 @@ class BatchingEmbedder:
         if self.running:
             return
         self._queue = asyncio.Queue()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dars-embed")
+        self._executor = ThreadPoolExecutor(
+            max_workers=self.max_passes, thread_name_prefix="dars-embed"
+        )
         loop = asyncio.get_running_loop()
         try:
             await loop.run_in_executor(self._executor, self._encode, ["warm-up"])
@@ -114,7 +132,11 @@ class BatchingEmbedder:
             worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await worker
+        passes, self._passes = list(self._passes), set()
+        for task in passes:
+            task.cancel()
         self._fail_pending("the embedder is shutting down")
+        await asyncio.gather(*passes, return_exceptions=True)
         if self._executor is not None:
             # Do not block the loop on a pass still running; its results are dropped.
             self._executor.shutdown(wait=False, cancel_futures=True)
@@ -133,30 +155,57 @@ class BatchingEmbedder:
         return vector
 
     async def _run(self) -> None:
-        """Forever: take a batch from the queue, encode it off the loop, hand out the rows."""
+        """Forever: take a batch from the queue, encode it off the loop, hand out the rows.
+
+        Up to ``max_passes`` batches encode at once, each on its own executor thread: the next
+        batch is gathered while earlier ones still run.
+        """
         if self._queue is None or self._executor is None:
             raise RuntimeError("start() the embedder first")
-        loop = asyncio.get_running_loop()
+        slots = asyncio.Semaphore(self.max_passes)
         while True:
-            self._in_flight = []
-            await self._next_batch(self._queue, self._in_flight)
-            batch = [(text, future) for text, future in self._in_flight if not future.done()]
+            await slots.acquire()
+            gathering: list[_Item] = []
+            self._in_flight.append(gathering)
+            try:
+                await self._next_batch(self._queue, gathering)
+            except BaseException:
+                slots.release()
+                raise
+            batch = [(text, future) for text, future in gathering if not future.done()]
             self._last_batch_size = len(batch)
             if not batch:
+                self._in_flight.remove(gathering)
+                slots.release()
                 continue
             if self._metrics is not None:
                 self._metrics.batch_size.observe(len(batch))
-            try:
-                vectors = await loop.run_in_executor(
-                    self._executor, self._encode, [text for text, _ in batch]
-                )
-            except Exception as exc:  # any encoder failure fails this batch, and only it
-                logger.error("embedding a batch of %d failed", len(batch), exc_info=exc)
-                self._fail(batch, f"embedding failed: {type(exc).__name__}", cause=exc)
-            else:
-                for (_, future), vector in zip(batch, vectors, strict=True):
-                    if not future.done():
-                        future.set_result(vector)
+            task = asyncio.create_task(self._pass(gathering, batch, slots))
+            self._passes.add(task)
+            task.add_done_callback(self._passes.discard)
+
+    async def _pass(
+        self, gathering: list[_Item], batch: list[_Item], slots: asyncio.Semaphore
+    ) -> None:
+        """Encode one batch on the executor and resolve its futures (failing only them)."""
+        loop = asyncio.get_running_loop()
+        try:
+            vectors = await loop.run_in_executor(
+                self._executor, self._encode, [text for text, _ in batch]
+            )
+            # Inside the try: a pass task's error would otherwise go unseen, its callers hang.
+            for (_, future), vector in zip(batch, vectors, strict=True):
+                if not future.done():
+                    future.set_result(vector)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # any encoder failure fails this batch, and only it
+            logger.error("embedding a batch of %d failed", len(batch), exc_info=exc)
+            self._fail(batch, f"embedding failed: {type(exc).__name__}", cause=exc)
+        finally:
+            slots.release()
+            with contextlib.suppress(ValueError):
+                self._in_flight.remove(gathering)
 
     async def _next_batch(self, queue: asyncio.Queue[_Item], batch: list[_Item]) -> None:
         """Wait for one item, then gather more for up to ``max_wait_ms`` or until full.
@@ -192,7 +241,8 @@ class BatchingEmbedder:
 
     def _fail_pending(self, message: str) -> None:
         """Fail the batch being gathered or encoded and everything still queued."""
-        pending, self._in_flight = self._in_flight, []
+        pending = [item for batch in self._in_flight for item in batch]
+        self._in_flight = []
         if self._queue is not None:
             while not self._queue.empty():
                 pending.append(self._queue.get_nowait())
@@ -249,7 +299,9 @@ def build_embedder(
     pointing at it), else the name of the directory given, e.g. ``/models/my-encoder`` ->
     ``my-encoder``. ``DARS_EMBEDDING_BACKEND`` picks torch or ONNX Runtime
     (:mod:`app.encoders`); ``DARS_TORCH_THREADS`` caps torch's intra-op threads
-    (process-wide), ``DARS_EMBEDDING_THREADS`` the ONNX encoder's.
+    (process-wide), ``DARS_EMBEDDING_THREADS`` the ONNX encoder's per pass, and
+    ``DARS_EMBEDDING_PASSES`` how many batches encode at once (default: 2 for ONNX on a CPU,
+    else 1; :func:`app.encoders.default_passes`).
     """
     if settings.torch_threads is not None:
         import torch
@@ -261,11 +313,15 @@ def build_embedder(
             encoder = _load_encoder(settings)
         except (OSError, ValueError, RuntimeError) as exc:
             raise RouterUnavailable(f"cannot load the embedding model: {exc}") from exc
+    passes = settings.embedding_passes or default_passes(
+        str(getattr(encoder, "backend", "torch")), str(encoder.device)
+    )
     return BatchingEmbedder(
         encoder,
         model_id=settings.embedding_model_id or _model_id(path),
         max_batch_size=settings.batch_max_size,
         max_wait_ms=settings.batch_max_wait_ms,
+        max_passes=passes,
         metrics=metrics,
     )
 
@@ -281,7 +337,10 @@ def _load_encoder(settings: Settings) -> Encoder:
                 path,
                 int8=backend == "onnx-int8",
                 device=device,
-                intra_op_threads=settings.embedding_threads,
+                intra_op_threads=settings.embedding_threads
+                or default_threads(
+                    passes=settings.embedding_passes or default_passes(backend, device)
+                ),
             )
         except (OSError, ValueError, RuntimeError, ImportError) as exc:
             if settings.embedding_backend != "auto":

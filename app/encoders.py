@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Backend",
     "Encoder",
+    "default_passes",
     "default_threads",
     "load_onnx_encoder",
     "resolve_backend",
@@ -73,12 +74,26 @@ def load_onnx_encoder(
     return OnnxEncoder(graph, spec, device=device, intra_op_threads=threads)
 
 
-def default_threads(cpus: int | None = None) -> int:
-    """Encoder threads when ``DARS_EMBEDDING_THREADS`` is unset: every core but one.
+def default_passes(backend: str, device: str) -> int:
+    """Batches encoding at once when ``DARS_EMBEDDING_PASSES`` is unset: 2 for ONNX on a CPU.
+
+    While one batch encodes, the next gathers and encodes beside it on a thread of its own, so
+    the core the event loop leaves idle between requests encodes too. On the 2-core reference
+    machine two one-thread passes gave 1.3-1.6x the cache-miss throughput of one at c=64, with
+    the same CPU per request (bench/results/miss-path.md); two intra-op threads in one pass
+    gave less (their parallel loops wait on each other when the event loop holds a core).
+    torch, and any CUDA device, keep one pass: torch's thread pool is process-wide.
+    """
+    return 2 if backend.startswith("onnx") and not device.startswith("cuda") else 1
+
+
+def default_threads(cpus: int | None = None, passes: int = 1) -> int:
+    """Encoder threads per pass when ``DARS_EMBEDDING_THREADS`` is unset: every core but one,
+    shared among ``passes`` concurrent passes.
 
     The event loop (HTTP parsing, the upstream call) needs a core of its own while a batch
     encodes; on the 2-core reference machine one encoder thread gave more cache-miss
     throughput at concurrency 64 and lower latency at 1 than two (bench/RESULTS.md).
     """
     count = cpus if cpus is not None else (os.cpu_count() or 1)
-    return max(1, count - 1)
+    return max(1, (count - 1) // passes)

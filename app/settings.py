@@ -112,6 +112,8 @@ class Settings(BaseSettings):
     # auto: ONNX Runtime on the CPU (measured faster, bench/RESULTS.md), torch on CUDA
     embedding_backend: Literal["auto", "torch", "onnx", "onnx-int8"] = "auto"
     embedding_threads: int | None = Field(default=None, ge=1)  # ONNX encoder; None = cores - 1
+    # batches encoding at once, a thread each; None = 2 for ONNX on a CPU, else 1
+    embedding_passes: int | None = Field(default=None, ge=1)
 
     # --- embedding cache
     redis_url: SecretStr | None = None  # may hold a password: never logged or returned

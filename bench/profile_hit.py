@@ -21,6 +21,8 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
+import httpx
+
 from app.main import bundled_router_path
 from bench._harness import load, router_process, upstream_process
 
@@ -63,6 +65,19 @@ def _short(frame: str) -> str:
     return f"{name} ({path})" if path else name
 
 
+def _batch_sizes(url: str) -> str:
+    """Forward passes and mean texts per pass, from ``dars_embedding_batch_size``: whether the
+    batcher formed full batches is the first question about cache-miss throughput."""
+    samples: dict[str, float] = {}
+    for line in httpx.get(f"{url}/metrics", timeout=10.0, trust_env=False).text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in ("dars_embedding_batch_size_count", "dars_embedding_batch_size_sum"):
+            samples[name] = float(value)
+    count = samples.get("dars_embedding_batch_size_count", 0.0)
+    total = samples.get("dars_embedding_batch_size_sum", 0.0)
+    return f"{count:.0f}, {total / count if count else 0.0:.1f} texts each"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--py-spy", required=True, help="path of the py-spy executable")
@@ -72,6 +87,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--miss", action="store_true", help="unique queries: cache misses")
     parser.add_argument("--backend", default="auto", help="DARS_EMBEDDING_BACKEND")
     parser.add_argument("--raw", type=Path, help="also keep py-spy's collapsed stacks here")
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="DARS_X=VALUE",
+        help="extra router setting, e.g. DARS_EMBEDDING_PASSES=1 (repeatable)",
+    )
     args = parser.parse_args(argv)
     router = bundled_router_path()
     if router is None:
@@ -79,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as folder, upstream_process() as upstream:
         output = Path(folder) / "profile.txt"
         env = {"DARS_EMBEDDING_BACKEND": args.backend}
+        env.update(item.split("=", 1) for item in args.env)
         with router_process(router, upstream, None, extra_env=env) as server:
             url = f"{server.url}/v1/chat/completions"
             asyncio.run(load(url, requests=200, concurrency=8, unique=False))  # warm the cache
@@ -92,12 +115,14 @@ def main(argv: list[str] | None = None) -> int:
             )
             spy.send_signal(2)  # SIGINT: py-spy writes its output and exits
             spy.wait(timeout=60)
+            batches = _batch_sizes(server.url)
         collapsed = output.read_text()
         if args.raw is not None:
             args.raw.write_text(collapsed)
         inclusive, own = top_functions(collapsed, args.top)
     what = "cache misses" if args.miss else "cache hits"
-    print(f"{args.requests} {what} at concurrency {args.concurrency}: {run.rps:.0f} req/s\n")
+    print(f"{args.requests} {what} at concurrency {args.concurrency}: {run.rps:.0f} req/s")
+    print(f"embedding passes since start (warm-up included): {batches}\n")
     for title, rows in (("inclusive", inclusive), ("self", own)):
         print(f"| {title} share | function |\n|---:|---|")
         print("\n".join(f"| {share:.1%} | `{name}` |" for name, share in rows) + "\n")

@@ -178,6 +178,71 @@ async def test_aclose_fails_in_flight_and_queued_callers(wrapped: WrappedEncoder
         await embedder.embed("after close")
 
 
+class PairedEncoder:
+    """The real encoder, but each call waits until a second call is inside it too (or fails).
+
+    Two passes can only meet here if they run at the same time, on two threads.
+    """
+
+    def __init__(self, encoder: SentenceTransformer) -> None:
+        self._encoder = encoder
+        self.device = encoder.device
+        self.barrier: threading.Barrier | None = None
+
+    def get_embedding_dimension(self) -> int:
+        return EMBEDDING_DIM
+
+    def encode(self, texts: list[str], **kwargs: Any) -> np.ndarray:
+        if self.barrier is not None:
+            self.barrier.wait(timeout=30)
+        return self._encoder.encode(texts, **kwargs)  # type: ignore[no-any-return]
+
+
+async def test_two_passes_encode_at_once_and_match_one_by_one(
+    encoder: SentenceTransformer, metrics: Metrics
+) -> None:
+    paired = PairedEncoder(encoder)
+    embedder = BatchingEmbedder(
+        paired,  # type: ignore[arg-type]
+        model_id="m",
+        max_batch_size=2,
+        max_wait_ms=0.0,
+        max_passes=2,
+        metrics=metrics,
+    )
+    await embedder.start()
+    paired.barrier = threading.Barrier(2)  # every pass from here on needs a partner
+    try:
+        vectors = await asyncio.gather(*(embedder.embed(text) for text in TEXTS[:4]))
+    finally:
+        await embedder.aclose()
+
+    assert pass_counts(metrics) == (2, 4)
+    expected = encoder.encode(TEXTS[:4], normalize_embeddings=True)
+    np.testing.assert_allclose(np.stack(vectors), expected, atol=ATOL)
+
+
+async def test_aclose_fails_the_callers_of_every_pass_in_flight(wrapped: WrappedEncoder) -> None:
+    embedder = BatchingEmbedder(
+        wrapped,  # type: ignore[arg-type]
+        model_id="m",
+        max_batch_size=1,
+        max_wait_ms=0.0,
+        max_passes=2,
+    )
+    await embedder.start()
+    wrapped.gate = threading.Event()
+    texts = ["pass 1", "pass 2", "queued"]
+    tasks = [asyncio.create_task(embedder.embed(t)) for t in texts]
+    assert await asyncio.to_thread(wrapped.entered.wait, 30)
+
+    await embedder.aclose()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+
+    assert [type(r) for r in results] == [RouterUnavailable] * 3
+    assert not embedder._passes
+
+
 async def test_a_cancelled_caller_does_not_disturb_the_others(
     embedder: BatchingEmbedder, encoder: SentenceTransformer
 ) -> None:
@@ -201,10 +266,14 @@ async def test_embed_before_start_is_unavailable(encoder: SentenceTransformer) -
         await embedder.embed("hello")
 
 
-@pytest.mark.parametrize(("size", "wait"), [(0, 1.0), (4, -1.0)])
-def test_bad_batching_options(encoder: SentenceTransformer, size: int, wait: float) -> None:
+@pytest.mark.parametrize(("size", "wait", "passes"), [(0, 1.0, 1), (4, -1.0, 1), (4, 1.0, 0)])
+def test_bad_batching_options(
+    encoder: SentenceTransformer, size: int, wait: float, passes: int
+) -> None:
     with pytest.raises(ValueError):
-        BatchingEmbedder(encoder, model_id="m", max_batch_size=size, max_wait_ms=wait)
+        BatchingEmbedder(
+            encoder, model_id="m", max_batch_size=size, max_wait_ms=wait, max_passes=passes
+        )
 
 
 # --- QueryEmbedder

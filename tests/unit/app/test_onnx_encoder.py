@@ -192,6 +192,19 @@ def test_the_encoder_leaves_a_core_to_the_event_loop(cpus: int, threads: int) ->
     assert encoders.default_threads(cpus) == threads
 
 
+@pytest.mark.parametrize(("cpus", "passes", "threads"), [(2, 2, 1), (8, 2, 3), (16, 1, 15)])
+def test_concurrent_passes_share_the_encoder_cores(cpus: int, passes: int, threads: int) -> None:
+    assert encoders.default_threads(cpus, passes=passes) == threads
+
+
+@pytest.mark.parametrize(
+    ("backend", "device", "passes"),
+    [("onnx", "cpu", 2), ("onnx-int8", "cpu", 2), ("onnx", "cuda", 1), ("torch", "cpu", 1)],
+)
+def test_two_passes_only_for_onnx_on_a_cpu(backend: str, device: str, passes: int) -> None:
+    assert encoders.default_passes(backend, device) == passes
+
+
 def test_resolve_backend_refuses_unknown_names() -> None:
     with pytest.raises(ValueError, match="tensorrt"):
         encoders.resolve_backend("tensorrt", "cpu")
@@ -207,6 +220,7 @@ def test_build_embedder_serves_the_onnx_backend(
     monkeypatch.setattr(onnx_export, "cached_onnx_encoder", lambda path, int8: graphs["onnx"])
     embedder = build_embedder(settings(embedding_backend="onnx", embedding_threads=1), Metrics())
     assert (embedder.backend, embedder.device, embedder.dim) == ("onnx", "cpu", EMBEDDING_DIM)
+    assert embedder.max_passes == 2  # the default for ONNX on a CPU
 
 
 def test_auto_falls_back_to_torch_and_says_why(
@@ -219,6 +233,7 @@ def test_auto_falls_back_to_torch_and_says_why(
     monkeypatch.setattr("app.embedding.load_encoder", lambda path, device: encoder)
     embedder = build_embedder(settings(), Metrics())
     assert embedder.backend == "torch"
+    assert embedder.max_passes == 1  # torch's thread pool is process-wide: one pass at a time
     assert "only mean pooling" in caplog.text
     with pytest.raises(RouterUnavailable, match="onnx encoder backend failed"):
         build_embedder(settings(embedding_backend="onnx"), Metrics())
