@@ -9,10 +9,11 @@ least ``min_passes``).
 from __future__ import annotations
 
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from bench._harness import QUERY
+from bench._harness import unique_query
 
 __all__ = ["BATCHES", "EncoderRun", "measure_encoders"]
 
@@ -56,10 +57,11 @@ def _time_batches(
 ) -> list[EncoderRun]:
     runs = []
     for batch in BATCHES:
-        encoder.encode([f"[warm-{i}] {QUERY}" for i in range(batch)])  # a new shape allocates
+        run_id = uuid.uuid4().hex[:8]  # the load generator's id shape: the same token count
+        encoder.encode([unique_query(run_id, i) for i in range(batch)])  # a new shape allocates
         passes, started = 0, time.perf_counter()
         while passes < min_passes or time.perf_counter() - started < min_time_s:
-            encoder.encode([f"[{passes}-{i}] {QUERY}" for i in range(batch)])
+            encoder.encode([unique_query(run_id, passes * batch + i) for i in range(batch)])
             passes += 1
         elapsed = time.perf_counter() - started
         per_pass = 1000 * elapsed / passes

@@ -34,11 +34,18 @@ __all__ = [
     "router_process",
     "serving",
     "stop",
+    "unique_query",
     "upstream_process",
 ]
 
 READY_TIMEOUT_S = 180.0
 QUERY = "How do tides work?"
+
+
+def unique_query(run_id: str, number: int) -> str:
+    """A text that misses the embedding cache: what the load generator sends as a miss, and
+    what the bare encoder times, so both encode texts of the same shape and token count."""
+    return f"[{run_id}-{number}] {QUERY}"
 
 
 @dataclass(frozen=True)
@@ -115,7 +122,7 @@ async def load(
 
         async def worker() -> None:
             while (number := next(counter)) < requests:
-                text = f"[{run_id}-{number}] {QUERY}" if unique else QUERY
+                text = unique_query(run_id, number) if unique else QUERY
                 latencies.append(await send(text))
 
         await asyncio.gather(*(send(QUERY) for _ in range(concurrency)))
