@@ -1,8 +1,9 @@
 """Throughput of ``dars-router serve --workers N`` for N = 1, 2, 4, ... up to the core count.
 
 One fake OpenAI upstream and one ``redis-server`` on loopback; for each N a router with N
-workers (Redis for every N, so each row has the same cache), each worker's intra-op threads
-cores / N. At each concurrency it sends cache-miss requests (unique texts: the encoder runs)
+workers (Redis for every N, so each row has the same cache) and the encoder threads and passes
+``serve`` gives them by default (``--env DARS_X=VALUE`` overrides a setting). At each
+concurrency it sends cache-miss requests (unique texts: the encoder runs)
 and cache-hit requests (one repeated text), and reports requests/s, the speed-up over one
 worker and the CPU per request of the router's whole process tree (``/proc``). Before
 measuring, it sends requests until every worker has answered one (read from the workers'
@@ -13,6 +14,7 @@ Prints a markdown report and writes it to ``bench/results/workers.md``. Run from
 root::
 
     python -m bench.workers [--requests 300] [--concurrency 16 64] [--max-workers N]
+                            [--env DARS_EMBEDDING_PASSES=1]
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from app.encoders import default_passes, default_threads
 from bench._cpu import tree_cpu_seconds
 from bench._harness import Run, Server, load, router_process, upstream_process
 from bench._local import cpu_line, load_average, write_report
@@ -46,7 +49,7 @@ WARM_ROUNDS = 50
 @dataclass(frozen=True)
 class Cell:
     workers: int
-    threads: int
+    threads: str  # encoder threads per pass x passes, per worker
     concurrency: int
     cache: str
     run: Run
@@ -70,8 +73,18 @@ async def _until_every_worker_served(url: str, metrics_dir: Path, workers: int) 
     raise RuntimeError(f"not every one of {workers} workers answered: {served(metrics_dir)}")
 
 
+def encoder_threads(cores: int, workers: int, env: dict[str, str]) -> str:
+    """``threads x passes`` of each worker's ONNX encoder on a CPU, as ``serve`` sets them:
+    N > 1 workers get cores / N threads (``app.workers.thread_env``), one worker
+    ``app.encoders.default_threads``; settings in ``env`` win."""
+    passes = int(env.get("DARS_EMBEDDING_PASSES", default_passes("onnx", "cpu")))
+    default = max(1, cores // workers) if workers > 1 else default_threads(cores, passes)
+    threads = int(env.get("DARS_EMBEDDING_THREADS", default))
+    return f"{threads}x{passes}"
+
+
 async def _measure(
-    server: Server, metrics_dir: Path, workers: int, threads: int, args: argparse.Namespace
+    server: Server, metrics_dir: Path, workers: int, threads: str, args: argparse.Namespace
 ) -> list[Cell]:
     url = f"{server.url}/v1/chat/completions"
     await _until_every_worker_served(url, metrics_dir, workers)
@@ -92,7 +105,7 @@ async def _measure(
 def _table(cells: list[Cell]) -> list[str]:
     one = {(c.concurrency, c.cache): c.run.rps for c in cells if c.workers == 1}
     lines = [
-        "| workers | threads/worker | concurrency | cache | req/s | speed-up vs 1 worker "
+        "| workers | encoder threads x passes | concurrency | cache | req/s | speed-up vs 1 worker "
         "| CPU ms/request | p50 ms | p99 ms |",
         "|---:|---:|---:|---|---:|---:|---:|---:|---:|",
     ]
@@ -100,7 +113,7 @@ def _table(cells: list[Cell]) -> list[str]:
         cpu = c.run.cpu_ms_per_request
         cells_text = [
             str(c.workers),
-            str(c.threads),
+            c.threads,
             str(c.concurrency),
             c.cache,
             f"{c.run.rps:.0f}",
@@ -127,7 +140,10 @@ def _report(cells: list[Cell], args: argparse.Namespace, facts: dict[str, str]) 
         f"- {args.requests} requests per cell (at least the concurrency); fake OpenAI upstream "
         "and redis-server on loopback; the load generator (aiohttp) on the same cores.",
         "- Router: a linear ONNX router on the default encoder (ONNX Runtime, CPU); Redis "
-        "embedding cache for every worker count; intra-op threads per worker = cores / workers.",
+        "embedding cache for every worker count; each worker's encoder threads and passes as "
+        "`serve` sets them by default"
+        + (f"; settings: {' '.join(args.env)}" if args.env else "")
+        + ".",
     ]
     if smoke:
         lines.append(
@@ -144,7 +160,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[16, 64])
     parser.add_argument("--max-workers", type=int, help="largest worker count (default: cores)")
     parser.add_argument("--out", type=Path, default=OUT, help="where the report goes")
+    parser.add_argument(
+        "--env", action="append", default=[], metavar="DARS_X=VALUE", help="router setting"
+    )
     args = parser.parse_args(argv)
+    env = dict(item.split("=", 1) for item in args.env)
     if not 1 <= args.requests <= MAX_REQUESTS:
         parser.error(f"--requests must be within [1, {MAX_REQUESTS}]")
     redis_bin = shutil.which("redis-server")
@@ -163,15 +183,16 @@ def main(argv: list[str] | None = None) -> int:
         try:
             for workers in counts:
                 redis.flush()
-                threads = max(1, cores // workers)
+                threads = encoder_threads(cores, workers, env)
                 metrics_dir = work / f"metrics-{workers}"
                 extra = {
+                    **env,
                     "DARS_WORKERS": str(workers),
                     "DARS_REDIS_URL": redis.url,
                     "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
                 }
                 log = work / f"router-{workers}.log"
-                with router_process(router, upstream_url, threads, extra_env=extra, log=log) as s:
+                with router_process(router, upstream_url, None, extra_env=extra, log=log) as s:
                     cells += asyncio.run(_measure(s, metrics_dir, workers, threads, args))
         finally:
             redis.stop()
