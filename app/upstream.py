@@ -312,7 +312,12 @@ class UpstreamClient:
         }
         if config.api_key is not None:
             headers["Authorization"] = f"Bearer {config.api_key.get_secret_value()}"
-        self._chat_headers = httpx.Headers(headers)
+        # Raw, with Host: a request given its stream skips httpx's header preparation, which
+        # scans the headers once per default header (several times a hit's JSON encoding).
+        self._chat_headers = [
+            (b"Host", self._chat_url.netloc),
+            *((name.encode(), value.encode()) for name, value in headers.items()),
+        ]
         timeout = httpx.Timeout(config.read_timeout_s, connect=config.connect_timeout_s)
         self._chat_extensions = {"timeout": timeout.as_dict()}
 
@@ -338,8 +343,8 @@ class UpstreamClient:
         return httpx.Request(
             "POST",
             self._chat_url,
-            headers=self._chat_headers,
-            content=content,
+            headers=[*self._chat_headers, (b"Content-Length", b"%d" % len(content))],
+            stream=httpx.ByteStream(content),
             extensions=self._chat_extensions,
         )
 

@@ -1,0 +1,79 @@
+"""``UpstreamClient`` on both transports against a real server on loopback: what goes on the wire.
+
+The client builds its requests by hand (URL, raw headers with Host, a byte stream with its
+Content-Length) and sends them straight to the transport, so both transports, httpx's own and
+the aiohttp one (the default), must put the same well-formed request on the wire.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterator
+
+import httpx
+import pytest
+from integration.upstream_server import FakeUpstream
+from pydantic import SecretStr
+
+from app.aiohttp_transport import AiohttpTransport
+from app.settings import UpstreamSettings
+from app.upstream import UpstreamClient
+
+BODY = {"messages": [{"role": "user", "content": "Grüße: what is 2 + 2?"}], "temperature": 0.5}
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[FakeUpstream]:
+    fake = FakeUpstream("edge").start()
+    try:
+        yield fake
+    finally:
+        fake.stop()
+
+
+@pytest.fixture(params=["httpx", "aiohttp"])
+async def client(
+    request: pytest.FixtureRequest, upstream: FakeUpstream
+) -> AsyncIterator[UpstreamClient]:
+    upstream.reset()
+    config = UpstreamSettings(
+        base_url=upstream.base_url, model="edge-model", api_key=SecretStr("sk-edge")
+    )
+    transport = AiohttpTransport() if request.param == "aiohttp" else None
+    client = UpstreamClient("edge", config, retries=0, transport=transport)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+async def test_a_call_sends_the_body_with_the_model_and_well_formed_headers(
+    client: UpstreamClient, upstream: FakeUpstream
+) -> None:
+    raw, payload = await client.create_once(BODY)
+
+    assert payload["choices"][0]["message"]["content"]
+    assert json.loads(raw) == payload
+    sent = upstream.requests[-1]
+    assert sent.body == {**BODY, "model": "edge-model"}
+    assert sent.headers["host"] == httpx.URL(upstream.base_url).netloc.decode()
+    assert sent.headers["authorization"] == "Bearer sk-edge"
+    assert sent.headers["content-type"] == "application/json"
+    expected = json.dumps(
+        {**BODY, "model": "edge-model"}, ensure_ascii=False, separators=(",", ":")
+    )
+    assert int(sent.headers["content-length"]) == len(expected.encode())
+
+
+async def test_a_stream_arrives_as_server_sent_events(
+    client: UpstreamClient, upstream: FakeUpstream
+) -> None:
+    response = await client.open_stream_once({**BODY, "stream": True})
+    try:
+        text = (await response.aread()).decode()
+    finally:
+        await response.aclose()
+
+    assert response.status_code == 200
+    assert text.rstrip().endswith("data: [DONE]")
+    assert upstream.requests[-1].body["stream"] is True
