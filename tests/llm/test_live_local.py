@@ -12,9 +12,9 @@ The serving router is a deliberately backwards one (short prompts to the cloud),
 pretrained router that does not know this traffic can be: Qwen is better than SmolLM2 on the
 longer MMLU questions here, not on the short NQ ones. Two services, one after the other:
 
-1. The LLM judge (Qwen grades every answer) on two NQ questions: grades land in the store,
-   export writes them as observations, and the default gate refuses: one held-out query is far
-   below its 50.
+1. The LLM judge (Qwen grades every answer) on two NQ questions, the second streamed: grades
+   land in the store (the streamed answer's too), export writes them as observations, and the
+   default gate refuses: one held-out query is far below its 50.
 2. The user grader (checkable answers against the gold): the default gate refuses again; a gate
    the test sets (``--min-queries 1``, the default margin, ``--resamples 0``) on a held-out
    slice with a query of each kind promotes the candidate, the service hot-reloads it, and the
@@ -110,17 +110,28 @@ def _service(
     return ServerThread(create_app(settings, encoder=encoder), lifespan="on").start()
 
 
-def _ask(client: openai.OpenAI, item: LivePrompt) -> str:
-    """One real request through the router; its request id (= the live record's id)."""
-    raw = client.chat.completions.with_raw_response.create(
-        model="router",
-        messages=[
-            {"role": "system", "content": item.system},
-            {"role": "user", "content": item.prompt},
-        ],
-        max_tokens=item.max_tokens,
-        temperature=0.0,
-    )
+def _ask(client: openai.OpenAI, item: LivePrompt, *, stream: bool = False) -> str:
+    """One real request through the router (streamed or not); its request id (= the live
+    record's id)."""
+    messages: Any = [
+        {"role": "system", "content": item.system},
+        {"role": "user", "content": item.prompt},
+    ]
+    create = client.chat.completions.with_raw_response.create
+    if stream:
+        raw_stream = create(
+            model="router",
+            messages=messages,
+            max_tokens=item.max_tokens,
+            temperature=0.0,
+            stream=True,
+        )
+        text = "".join(
+            chunk.choices[0].delta.content or "" for chunk in raw_stream.parse() if chunk.choices
+        )
+        assert raw_stream.status_code == 200 and text
+        return str(raw_stream.headers["x-request-id"])
+    raw = create(model="router", messages=messages, max_tokens=item.max_tokens, temperature=0.0)
     assert raw.status_code == 200 and raw.parse().choices[0].message.content is not None
     return str(raw.headers["x-request-id"])
 
@@ -212,7 +223,8 @@ def test_live_loop_with_the_llm_judge_grades_exports_and_refuses(
     )  # fmt: skip
     try:
         with openai.OpenAI(base_url=f"{server.url}/v1", api_key="-", max_retries=0) as client:
-            ids = [_ask(client, item) for item in items]
+            # the second streamed: its served answer is graded like a JSON one
+            ids = [_ask(client, item, stream=n == 1) for n, item in enumerate(items)]
         _shadow_done(server.url, len(ids))
         parsed = _counter(server.url, "dars_shadow_grades_total", "ok")
         unparsed = _counter(server.url, "dars_shadow_grades_total", "unparsed")
@@ -229,6 +241,8 @@ def test_live_loop_with_the_llm_judge_grades_exports_and_refuses(
     assert all(0.0 <= g.score <= 1.0 and g.response for g in grades)
     served = {g.request_id: g.upstream for g in grades if g.served}
     assert all(served.get(r.request_id, r.route) == r.route for r in records)
+    assert [r.stream for r in records] == [False, True]
+    assert served.get(ids[1]) == "cloud"  # the streamed answer, captured by the relay, graded
 
     rows = _export(db, tmp_path / "obs.jsonl.gz")
     assert len(rows) == len(grades)
