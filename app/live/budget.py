@@ -26,6 +26,7 @@ class ShadowCaps(Protocol):
     """The sampler's view of its caps; ``reserve`` is async because shared caps live in Redis."""
 
     usd_per_day: float
+    scope: str  # "replica": this process's own cap; "shared": one cap for every replica
 
     def can_spend(self) -> bool:
         """Whether today's cap looked unspent when last seen (no I/O: a quick filter)."""
@@ -45,6 +46,8 @@ class ShadowCaps(Protocol):
 
 class ShadowBudget:
     """``usd_per_day`` (0 = nothing may be spent) and ``calls_per_minute`` (0 = no calls)."""
+
+    scope = "replica"
 
     def __init__(
         self,

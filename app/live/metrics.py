@@ -73,9 +73,11 @@ class LiveMetrics:
         )
         self.shadow_budget = Gauge(
             "dars_shadow_budget_usd_per_day",
-            "The shadow sampler's USD cap per day.",
+            "The shadow sampler's USD cap per day, by scope: replica (each replica its own cap: "
+            "sum them) or shared (one cap in Redis for all: take the max).",
+            ["scope"],
             registry=r,
-            multiprocess_mode="livemax",  # with Redis (N > 1 needs it) the cap is shared
+            multiprocess_mode="livemax",  # several workers need Redis: one shared cap
         )
         self.shadow_budget_unavailable = Counter(
             "dars_shadow_budget_unavailable_total",

@@ -107,7 +107,7 @@ class ShadowSampler:
         self._clock = clock
         self._queue: asyncio.Queue[ShadowJob] = asyncio.Queue(maxsize=max_queue)
         self._task: asyncio.Task[None] | None = None
-        metrics.shadow_budget.set(budget.usd_per_day)
+        metrics.shadow_budget.labels(scope=budget.scope).set(budget.usd_per_day)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="dars-shadow-sampler")

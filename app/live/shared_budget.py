@@ -78,6 +78,8 @@ def _utc_day(now: float) -> str:
 class RedisShadowBudget:
     """:class:`~app.live.budget.ShadowCaps` kept in Redis for every replica (module docstring)."""
 
+    scope = "shared"
+
     def __init__(
         self,
         url: str,
