@@ -18,6 +18,7 @@ from router_models.live.state import log_decision
 from router_models.live.store import open_store
 from router_models.observations import Observation, read_observations
 from router_models.promotion import GatePolicy, RollbackPolicy
+from router_models.query_prep import prepare_prompt
 
 __all__ = ["LoopConfig", "load_live_rows", "loop_embedder", "training_rows"]
 
@@ -68,11 +69,23 @@ def load_live_rows(config: LoopConfig) -> list[Observation]:
 def training_rows(
     config: LoopConfig, train: list[Observation], held_ids: set[str], held_prompts: set[str]
 ) -> list[Observation]:
-    """Live training rows plus the pretrained data, minus anything of a held-out query."""
+    """Live training rows plus the pretrained data, minus anything of a held-out query.
+
+    A pretrained prompt is compared as the router sees it (prepared: stripped and cut to the
+    query budget, as the service prepared the live prompt), so a raw benchmark text whose
+    prepared form is a held-out prompt is left out too.
+    """
     if not config.pretrained:
         return train
     extra = read_observations(list(config.pretrained))
-    kept = [o for o in extra if o.query_id not in held_ids and o.prompt not in held_prompts]
+    held = set(held_prompts) | {prepare_prompt(p) for p in held_prompts}
+    kept = [
+        o
+        for o in extra
+        if o.query_id not in held_ids
+        and o.prompt not in held
+        and prepare_prompt(o.prompt) not in held
+    ]
     return train + kept
 
 

@@ -132,14 +132,11 @@ def live_observations(
             }
             if grade.rewrite is not None:
                 meta["rewrite"] = grade.rewrite
+            # The served answer's cost is the record's (None when its usage was unknown; the
+            # grade then says 0.0, which would count the answer as free).
+            cost = record.cost_usd if grade.served else grade.cost_usd
             row = _row(
-                record,
-                grade.upstream,
-                grade.model,
-                grade.score,
-                grade.cost_usd,
-                meta,
-                grade.variant_id,
+                record, grade.upstream, grade.model, grade.score, cost, meta, grade.variant_id
             )
             row["response"] = grade.response
             key = f"{grade.request_id}\0judge\0{grade.model}\0{grade.sample_id:06d}"

@@ -45,10 +45,11 @@ class ModelsMismatch(ValueError):
 def gate_models(
     serving: Path | str, rows: Sequence[Observation], config: LoopConfig
 ) -> tuple[str, ...] | None:
-    """The K models of the AIQ gate in column order, or None for the two-model APGR gate."""
-    if config.weak is not None and config.strong is not None:
-        return None
+    """The K models of the AIQ gate in column order, or None for the two-model APGR gate
+    (a pinned ``--weak``/``--strong`` pair chooses it only for a two-model serving file)."""
     ids, has_quality = onnx_models(serving)
+    if not has_quality and config.weak is not None and config.strong is not None:
+        return None
     live = sorted({o.model for o in rows if o.model is not None})
     if not has_quality and len(live) <= 2:
         return None

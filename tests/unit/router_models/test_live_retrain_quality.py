@@ -182,3 +182,14 @@ def test_the_gate_kind_follows_the_serving_file_and_the_live_models(tmp_path: Pa
     assert gate_models(pair, rows, config) == ("edge-model", "cloud-model", "mid-model")
     v2 = make_quality_router(tmp_path / "v2.onnx", [0.9, 0.5], ("cloud-model", "edge-model"))
     assert gate_models(v2, two, config) == ("cloud-model", "edge-model")
+
+
+def test_a_k_model_serving_file_takes_the_aiq_gate_even_with_a_pinned_pair(
+    tmp_path: Path,
+) -> None:
+    """--weak/--strong pin a pair only for a two-model serving file: a v2 file has no score
+    output for the APGR gate (the turn crashed in onnxruntime after training)."""
+    rows = _observations()
+    v2 = make_quality_router(tmp_path / "v2.onnx", [0.9, 0.5, 0.7], SERVING_ORDER)
+    pinned = LoopConfig(state_dir=tmp_path, weak="edge-model", strong="cloud-model")
+    assert gate_models(v2, rows, pinned) == SERVING_ORDER

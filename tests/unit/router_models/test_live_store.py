@@ -220,3 +220,18 @@ def test_redis_rows_written_without_variant_id_read_as_variant_0(tmp_path: Path)
         store.close()
     finally:
         server.stop()
+
+
+def test_a_served_answer_of_unknown_cost_is_exported_without_a_cost() -> None:
+    """The served answer's grade carries 0.0 when its usage was unknown (a stream without a
+    usage chunk); the record says None. The export takes the record's cost, so the K-model
+    gate falls back to the model's observed mean instead of counting the answer as free."""
+    records = [record("a", cost_usd=None), record("b", prompt="Hi", cost_usd=0.002)]
+    grades = [
+        grade("a", "edge", 0, 1.0, served=True, cost_usd=0.0),
+        grade("a", "edge", 1, 1.0, cost_usd=0.001),
+        grade("b", "edge", 0, 1.0, served=True, cost_usd=0.002),
+    ]
+    rows = live_observations(records, [], grades)
+    costs = sorted((o.meta["request_id"], o.meta["served"], o.cost) for o in rows)
+    assert costs == [("a", False, 0.001), ("a", True, None), ("b", True, 0.002)]
