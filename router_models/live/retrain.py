@@ -71,7 +71,10 @@ def _retrain_pair(
     config: LoopConfig, state: LoopState, rows: list[Observation], embed: Embedder
 ) -> dict[str, Any]:
     """The two-model turn: DARS pair labels, a score router, the APGR gate."""
-    weak, strong = _pair(config, rows)
+    try:
+        weak, strong = _pair(config, rows)
+    except ValueError as exc:  # rows of upstreams not named edge and cloud: say, do not crash
+        return log_decision(config.state_dir, "skip", reason="no-pair", detail=str(exc))
     rows = [o for o in rows if o.model in (weak, strong)]
     train, held = split_by_query(rows, config.holdout, config.seed)
     try:

@@ -193,3 +193,23 @@ def test_a_k_model_serving_file_takes_the_aiq_gate_even_with_a_pinned_pair(
     v2 = make_quality_router(tmp_path / "v2.onnx", [0.9, 0.5, 0.7], SERVING_ORDER)
     pinned = LoopConfig(state_dir=tmp_path, weak="edge-model", strong="cloud-model")
     assert gate_models(v2, rows, pinned) == SERVING_ORDER
+
+
+def test_two_live_upstreams_not_named_edge_and_cloud_skip_the_pair_turn_with_a_reason(
+    tmp_path: Path,
+) -> None:
+    """A two-model serving file, two live models from upstreams named otherwise, no pinned
+    pair: the turn logs why (and how to fix it) instead of crashing a ``--every`` loop."""
+    rows = [o for o in _observations() if o.model != "mid-model"]
+    for o in rows:
+        o.meta["upstream"] = "small" if o.model == "edge-model" else "large"
+    data = tmp_path / "obs.jsonl.gz"
+    write_observations(data, rows)
+    pair = make_linear_router(
+        tmp_path / "pair.onnx", edge_model="edge-model", cloud_model="cloud-model"
+    )
+
+    decision = retrain_once(_config(tmp_path / "state", data, pair))
+
+    assert (decision["event"], decision["reason"]) == ("skip", "no-pair")
+    assert "--weak and --strong" in decision["detail"]
