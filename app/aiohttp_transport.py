@@ -54,7 +54,9 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         body = await request.aread()
-        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw]
+        # aiohttp writes str headers as UTF-8: decoding the raw bytes as UTF-8 (what the
+        # upstream client encodes them as) sends them byte for byte; latin-1 would mangle them.
+        headers = [(k.decode(), v.decode()) for k, v in request.headers.raw]
         timeout = _timeout(request)
         with _mapped_errors(request, connecting=True):
             response = await self._client().request(

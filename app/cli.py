@@ -145,7 +145,11 @@ def _serve(settings: Settings, host: str | None, port: int | None, workers: int 
                 "access_log": False,
             }
             if settings.workers == 1:
-                uvicorn.run(create_app(settings), **options)
+                # One process, whatever WEB_CONCURRENCY says (platforms set it for every app):
+                # uvicorn would take it as a worker count and refuse an app object, and the
+                # app's own check (app.workers.check_workers) would count it too.
+                stack.enter_context(_environ({"WEB_CONCURRENCY": "1"}))
+                uvicorn.run(create_app(settings), workers=1, **options)
             else:  # each worker builds the app from the environment (uvicorn needs a factory)
                 run_workers("app.main:create_app", settings.workers, **options)
     except _Stopped:

@@ -77,3 +77,31 @@ async def test_a_stream_arrives_as_server_sent_events(
     assert response.status_code == 200
     assert text.rstrip().endswith("data: [DONE]")
     assert upstream.requests[-1].body["stream"] is True
+
+
+async def test_a_non_ascii_key_goes_out_as_the_same_bytes_on_both_transports(
+    upstream: FakeUpstream, transport_kind: str
+) -> None:
+    # Header values are built as UTF-8 bytes; a transport must send those bytes as they are
+    # (aiohttp re-encodes its str headers as UTF-8, so it must be handed them decoded as such).
+    upstream.reset()
+    key = "sk-édge-κλειδί"
+    config = UpstreamSettings(
+        base_url=upstream.base_url, model="edge-model", api_key=SecretStr(key)
+    )
+    transport = AiohttpTransport() if transport_kind == "aiohttp" else None
+    client = UpstreamClient("edge", config, retries=0, transport=transport)
+    try:
+        await client.create_once(BODY)
+    finally:
+        await client.aclose()
+
+    # Starlette hands header values over decoded as latin-1: encode back to the wire bytes.
+    sent = upstream.requests[-1].headers["authorization"].encode("latin-1")
+    assert sent == f"Bearer {key}".encode()
+
+
+@pytest.fixture(params=["httpx", "aiohttp"])
+def transport_kind(request: pytest.FixtureRequest) -> str:
+    kind: str = request.param
+    return kind

@@ -243,3 +243,41 @@ def test_a_worker_that_fails_to_start_fails_the_command(tmp_path: Path) -> None:
     )
     assert result.returncode == 3, result.stderr[-2000:]
     assert "failed to start" in result.stderr
+
+
+@pytest.mark.parametrize("redis", [False, True])
+def test_serve_runs_dars_workers_whatever_web_concurrency_says(
+    tmp_path: Path, redis_server: RedisServer, redis: bool
+) -> None:
+    # A platform may set WEB_CONCURRENCY for every app (Heroku's Python buildpack does);
+    # `serve` runs DARS_WORKERS workers (default 1), so one process must start and serve.
+    router = make_linear_router(tmp_path / "router.onnx", default_threshold=0.5)
+    port = free_port()
+    env = _env(
+        WEB_CONCURRENCY="2",
+        DARS_ONNX_PROVIDERS="cpu",
+        DARS_EMBEDDING_DEVICE="cpu",
+        DARS_LOG_LEVEL="warning",
+        DARS_ROUTER_MODEL=str(router),
+        DARS_EDGE_BASE_URL="http://127.0.0.1:9/v1",
+        DARS_CLOUD_BASE_URL="http://127.0.0.1:9/v1",
+        DARS_EDGE_MODEL="edge-model",
+        DARS_CLOUD_MODEL="cloud-model",
+        **({"DARS_REDIS_URL": redis_server.url} if redis else {}),
+    )
+    log = tmp_path / "serve.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "serve", "--port", str(port)],
+            env=env,
+            cwd=tmp_path,
+            stdout=out,
+            stderr=out,
+        )
+    try:
+        try:
+            wait_until(f"http://127.0.0.1:{port}/readyz", timeout_s=180, process=process)
+        except RuntimeError as exc:
+            raise AssertionError(f"{exc}; log: {log_tail(log)}") from exc
+    finally:
+        stop_process(process)
