@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from app import local_models
 from app.errors import DarsError
 from app.scoring import RouterLoadError
-from app.settings import Settings, get_settings
+from app.settings import MAX_WORKERS, Settings, get_settings
 from app.workers import (
     MULTIPROC_ENV,
     WorkerSetupError,
@@ -51,7 +51,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="override DARS_HOST")
     serve.add_argument("--port", type=int, help="override DARS_PORT")
     serve.add_argument(
-        "--workers", type=_positive, help="override DARS_WORKERS (> 1 needs DARS_REDIS_URL)"
+        "--workers", type=_worker_count, help="override DARS_WORKERS (> 1 needs DARS_REDIS_URL)"
     )
     route = commands.add_parser("route", help="print the router's score and decision for a text")
     route.add_argument("text", help="the query text")
@@ -61,10 +61,11 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _positive(text: str) -> int:
+def _worker_count(text: str) -> int:
+    """``--workers``, within ``DARS_WORKERS``' bounds (the override skips settings validation)."""
     value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
+    if not 1 <= value <= MAX_WORKERS:
+        raise argparse.ArgumentTypeError(f"must be within [1, {MAX_WORKERS}]")
     return value
 
 

@@ -108,13 +108,14 @@ async def build_services(
         providers=settings.onnx_providers,
         intra_op_threads=settings.onnx_threads,
     )
-    check_router_fits(model, upstream_config)
+    gated_rung = upstream_config.names[0] if settings.cascade_gate is not None else None
+    check_router_fits(model, upstream_config, gated_rung=gated_rung)
     scorer = Scorer(
         model,
         metrics=metrics,
         providers=settings.onnx_providers,
         intra_op_threads=settings.onnx_threads,
-        accept=lambda loaded: check_router_fits(loaded, upstream_config),
+        accept=lambda loaded: check_router_fits(loaded, upstream_config, gated_rung=gated_rung),
     )
     cache = build_cache(settings, metrics)
     stack.push_async_callback(cache.aclose)

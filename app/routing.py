@@ -27,19 +27,29 @@ __all__ = ["RouterParts", "RoutingParts", "check_router_fits", "decide_scored", 
 TWO_MODEL_ROUTES = ("edge", "cloud")
 
 
-def check_router_fits(model: RouterModel, upstreams: UpstreamsConfig) -> None:
+def check_router_fits(
+    model: RouterModel, upstreams: UpstreamsConfig, *, gated_rung: str | None = None
+) -> None:
     """Refuse a router the configured upstreams cannot serve (at start-up and on reload).
 
-    A K-model router: every id of its ``dars.models`` must map to a configured upstream. A
-    two-model router routes between the upstreams named ``edge`` and ``cloud``.
+    A K-model router: every id of its ``dars.models`` must map to a configured upstream, and
+    with the cascade's gate on (``gated_rung``: the ladder's bottom rung) it must predict that
+    rung's quality, which the gate reads. A two-model router routes between the upstreams named
+    ``edge`` and ``cloud``.
 
     Raises ``RouterLoadError`` saying what is missing and how to fix it.
     """
     if model.decides_by_utility:
         try:
-            upstreams.resolve_router_ids(model.model_ids)
+            targets = upstreams.resolve_router_ids(model.model_ids)
         except KeyError as exc:
             raise RouterLoadError(f"{model.path}: {exc.args[0]}") from exc
+        if gated_rung is not None and gated_rung not in targets:
+            raise RouterLoadError(
+                f"{model.path} predicts no quality for upstream {gated_rung!r}, the cascade's "
+                f"bottom rung, which DARS_CASCADE_GATE reads (the router's upstreams: "
+                f"{', '.join(targets)}); unset the gate or list that upstream first"
+            )
         return
     missing = [name for name in TWO_MODEL_ROUTES if name not in upstreams.names]
     if missing:

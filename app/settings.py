@@ -16,8 +16,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from router_models.contract import DEFAULT_QUERY_MAX_CHARS
 from router_models.query_prep import QueryPolicy
 
-__all__ = ["Settings", "UpstreamSettings", "get_settings", "parse_shadow_samples"]
+__all__ = ["MAX_WORKERS", "Settings", "UpstreamSettings", "get_settings", "parse_shadow_samples"]
 
+MAX_WORKERS = 256  # uvicorn workers of one `dars-router serve`
 _MAX_SHADOW_SAMPLES = 16  # extra decodes of one upstream per sampled request
 
 
@@ -49,7 +50,7 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     # uvicorn worker processes of `dars-router serve`; > 1 needs DARS_REDIS_URL (app/workers.py)
-    workers: int = Field(default=1, ge=1, le=256)
+    workers: int = Field(default=1, ge=1, le=MAX_WORKERS)
 
     # --- upstreams
     # No default URL: none may send a prompt anywhere the user did not configure. With both

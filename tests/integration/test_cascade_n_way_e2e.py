@@ -9,10 +9,13 @@ declines (tools), which the utility decides exactly as for ``model="router"``.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import httpx
 import openai
 import pytest
 from helpers.quality_routers import make_quality_router
@@ -25,6 +28,9 @@ from integration.upstream_server import (
     upstreams_yaml,
 )
 
+from app.main import build_services
+from app.scoring import RouterLoadError
+
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
@@ -32,6 +38,7 @@ NAMES = ("small", "medium", "large")
 QUALITIES = (0.3, 0.6, 0.9)
 PRICES = {"small": 0.0, "medium": 1.0, "large": 10.0}  # unit costs 0 / 0.1 / 1
 MESSAGES: Any = [{"role": "user", "content": "What is 2 + 2?"}]
+ADMIN_TOKEN = "cascade-admin-token"
 TOOLS: Any = [
     {
         "type": "function",
@@ -87,7 +94,7 @@ def gated(
     encoder: SentenceTransformer,
 ) -> Iterator[ServerThread]:
     root = tmp_path_factory.mktemp("cascade-n-way-gate")
-    with _serve(root, fakes, encoder, cascade_gate=0.65) as server:
+    with _serve(root, fakes, encoder, cascade_gate=0.65, admin_token=ADMIN_TOKEN) as server:
         yield server
 
 
@@ -129,3 +136,41 @@ def test_the_gate_reads_one_minus_the_bottom_rungs_quality(
     assert raw.headers["x-dars-k"] == "0"
     assert fakes["small"].requests == [] and fakes["medium"].requests == []
     assert len(fakes["large"].requests) == 1
+
+
+def test_a_gate_on_a_router_without_the_bottom_rung_is_refused_at_start_up(
+    tmp_path: Path, fakes: dict[str, FakeUpstream], encoder: SentenceTransformer
+) -> None:
+    """The gate reads the bottom rung's predicted quality: a router without it cannot gate."""
+    router = make_quality_router(tmp_path / "no-small.onnx", QUALITIES[1:], NAMES[1:])
+    fields = {n: {"price_input_per_mtok": p, "price_output_per_mtok": p} for n, p in PRICES.items()}
+    (tmp_path / "upstreams.yaml").write_text(upstreams_yaml(fakes, fields))
+    settings = router_settings(
+        router,
+        fakes["small"],
+        fakes["large"],
+        upstreams_file=tmp_path / "upstreams.yaml",
+        cascade_gate=0.5,
+    )
+
+    async def start() -> None:
+        async with AsyncExitStack() as stack:
+            await build_services(settings, stack, encoder=encoder)
+
+    with pytest.raises(RouterLoadError, match="predicts no quality for upstream 'small'"):
+        asyncio.run(start())
+
+
+def test_a_gate_refuses_reloading_a_router_without_the_bottom_rung(
+    tmp_path: Path, gated: ServerThread
+) -> None:
+    router = make_quality_router(tmp_path / "no-small.onnx", QUALITIES[1:], NAMES[1:])
+    response = httpx.post(
+        f"{gated.url}/admin/router/reload",
+        json={"path": str(router)},
+        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+    )
+
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "router_load_failed"
+    assert "bottom rung" in response.json()["error"]["message"]

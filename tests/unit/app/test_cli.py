@@ -199,8 +199,9 @@ def test_serve_with_several_workers_needs_redis(
     assert "Traceback" not in result.stderr
 
 
-def test_serve_refuses_zero_workers(tmp_path: Path) -> None:
-    result = _run("import app.cli; app.cli.main(['serve', '--workers', '0'])", tmp_path)
+@pytest.mark.parametrize("count", ["0", "257"])
+def test_serve_refuses_a_worker_count_out_of_bounds(tmp_path: Path, count: str) -> None:
+    result = _run(f"import app.cli; app.cli.main(['serve', '--workers', '{count}'])", tmp_path)
 
     assert result.returncode == 2
-    assert "--workers: must be at least 1" in result.stderr
+    assert "--workers: must be within [1, 256]" in result.stderr
