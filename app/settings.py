@@ -174,7 +174,11 @@ class Settings(BaseSettings):
     )
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
-        return None if isinstance(value, str) and not value.strip() else value
+        """Blank is unset, and surrounding whitespace goes: a key read from a file (a
+        Kubernetes secret) ends in a newline that would make every upstream call fail."""
+        if not isinstance(value, str):
+            return value
+        return value.strip() or None
 
     @field_validator("query_policy")
     @classmethod

@@ -24,3 +24,17 @@ def test_a_set_secret_is_kept(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
     key = settings.upstream("cloud").api_key
     assert key is not None and key.get_secret_value() == "sk-test"
+
+
+@pytest.mark.parametrize("raw", ["sk-test\n", "  sk-test\r\n"])
+def test_a_secret_read_from_a_file_loses_its_newline(
+    monkeypatch: pytest.MonkeyPatch, raw: str
+) -> None:
+    # A Kubernetes secret made from a file ends in a newline; sent in the Authorization header
+    # it made every call to the upstream fail with a misleading connection error.
+    monkeypatch.setenv("DARS_CLOUD_API_KEY", raw)
+    monkeypatch.setenv("DARS_CLOUD_BASE_URL", "http://127.0.0.1:9/v1\n")
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    cloud = settings.upstream("cloud")
+    assert cloud.api_key is not None and cloud.api_key.get_secret_value() == "sk-test"
+    assert cloud.base_url == "http://127.0.0.1:9/v1"
