@@ -9,15 +9,16 @@ judge) on loopback, the real openai SDK as the client.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import openai
 import pytest
 from helpers.onnx_routers import make_linear_router
+from helpers.polling import until
 from helpers.quality_routers import make_quality_router
 from integration.conftest import RedisServer
 from integration.upstream_server import (
@@ -37,7 +38,6 @@ if TYPE_CHECKING:
 
 KEY = "client-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
-T = TypeVar("T")
 
 
 @pytest.fixture
@@ -55,15 +55,6 @@ def router_file(tmp_path: Path) -> Path:
 
 def _settings(router: Path, ups: tuple[FakeUpstream, FakeUpstream], store: str, **kw: Any) -> Any:
     return router_settings(router, *ups, live_store=store, record_prompts=True, api_keys=KEY, **kw)
-
-
-def _until(read: Callable[[], T], done: Callable[[T], bool], timeout_s: float = 20.0) -> T:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = read()
-        if done(value) or time.monotonic() > deadline:
-            return value
-        time.sleep(0.1)
 
 
 def _chat(url: str, text: str = "What is 2+2?") -> tuple[str, float]:
@@ -105,7 +96,7 @@ def test_a_slow_judge_never_slows_a_request_and_grades_land_in_the_store(
         _, second_elapsed = _chat(server.url, "Name a prime number.")
         assert elapsed < 1.0 and second_elapsed < 1.0  # each verdict takes 1.5 s
         store = SqliteStore(db)
-        grades = _until(lambda: _grades(store), lambda g: len(g) >= 4, timeout_s=30)
+        grades = until(lambda: _grades(store), lambda g: len(g) >= 4, 30.0)
         metrics = httpx.get(f"{server.url}/metrics").text
     mine = sorted((g.model, g.sample_id, g.served) for g in grades if g.request_id == request_id)
     assert mine == [
@@ -192,7 +183,7 @@ def test_two_replicas_share_one_redis_store(
         with ThreadPoolExecutor(4) as pool:
             ids = [rid for rid, _ in pool.map(lambda u: _chat(u, f"q {u}"), urls)]
         store = RedisStore(redis_server.url)
-        records = _until(lambda: list(store.records()), lambda r: len(r) >= 20)
+        records = until(lambda: list(store.records()), lambda r: len(r) >= 20, 20.0)
         assert {r.request_id for r in records} == set(ids)
         # Feedback through the other replica finds a record the first one wrote.
         cross = httpx.post(
@@ -243,7 +234,7 @@ def test_shadow_grades_of_every_upstream_in_a_file_land_in_the_store(
             with running_router(settings, encoder) as server:
                 request_id, _ = _chat(server.url)
                 store = SqliteStore(db)
-                grades = _until(lambda: _grades(store), lambda g: len(g) >= 5, timeout_s=30)
+                grades = until(lambda: _grades(store), lambda g: len(g) >= 5, 30.0)
         finally:
             judge.stop()
     got = sorted((g.upstream, g.model, g.sample_id, g.served) for g in grades)

@@ -14,15 +14,15 @@ through ``POST /admin/router/reload``: the next hard prompt goes to ``large``.
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from itertools import zip_longest
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import openai
 from helpers.n_way_live import EASY, HARD, NEW_EASY, NEW_HARD
+from helpers.polling import until
 from helpers.quality_routers import make_quality_router
 from integration.upstream_server import fake_upstreams, running_router, upstreams_yaml
 from pydantic import SecretStr
@@ -42,17 +42,6 @@ NAMES = ("small", "medium", "large")
 ROUTER_IDS = {"small": "smollm2-135m", "medium": "qwen2.5-1.5b", "large": "gpt-4o"}
 PRICES = {"small": (0.05, 0.1), "medium": (0.5, 1.5), "large": (2.5, 10.0)}  # in, out per 1M
 DECODES = 1  # extra shadow decodes per upstream and request, besides the graded served answer
-T = TypeVar("T")
-
-
-def _until(read: Callable[[], T], done: Callable[[T], bool], timeout_s: float = 60.0) -> T:
-    """Poll ``read`` until ``done`` or the deadline; the caller asserts on what it returns."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = read()
-        if done(value) or time.monotonic() > deadline:
-            return value
-        time.sleep(0.1)
 
 
 def _ask(client: openai.OpenAI, prompt: str) -> tuple[str, str]:
@@ -140,7 +129,7 @@ def test_k_model_loop_promotes_a_better_router_by_aiq_and_the_service_routes_by_
 
             # Served answer + one decode per upstream, each graded, for every request.
             expected = len(prompts) * (1 + DECODES * len(NAMES))
-            records, grades = _until(lambda: _rows(db), lambda rows: len(rows[1]) >= expected)
+            records, grades = until(lambda: _rows(db), lambda rows: len(rows[1]) >= expected, 60.0)
             assert len(grades) == expected and {r.request_id for r in records} == set(served)
             assert {g.model for g in grades} == set(ROUTER_IDS.values())  # the router ids
             assert {r.router_sha256 for r in records} == {file_sha256(serving)}
@@ -161,7 +150,9 @@ def test_k_model_loop_promotes_a_better_router_by_aiq_and_the_service_routes_by_
             ).json()
             request_id, route = _ask(client, NEW_HARD)
             _, easy_route = _ask(client, NEW_EASY)
-            records, _ = _until(lambda: _rows(db), lambda rows: len(rows[0]) >= len(prompts) + 2)
+            records, _ = until(
+                lambda: _rows(db), lambda rows: len(rows[0]) >= len(prompts) + 2, 60.0
+            )
             metrics = httpx.get(f"{server.url}/metrics").text
 
     assert gate["metric"] == "AIQ" and gate["models"] == [ROUTER_IDS[n] for n in NAMES]

@@ -8,14 +8,14 @@ judge) on loopback, the real openai SDK as the client.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import openai
 import pytest
 from helpers.onnx_routers import make_linear_router
+from helpers.polling import until
 from integration.upstream_server import (
     COMPLETION_TOKENS,
     EDGE_MODEL,
@@ -36,7 +36,6 @@ if TYPE_CHECKING:
 
 KEY = "client-key"
 MESSAGES = [{"role": "user", "content": "What is 2+2?"}]
-T = TypeVar("T")
 
 
 @pytest.fixture
@@ -50,15 +49,6 @@ def judge() -> Iterator[FakeUpstream]:
 def router_file(tmp_path: Path) -> Path:
     router: Path = make_linear_router(tmp_path / "router.onnx", bias=-10.0)  # all to the edge
     return router
-
-
-def _until(read: Callable[[], T], done: Callable[[T], bool], timeout_s: float = 20.0) -> T:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = read()
-        if done(value) or time.monotonic() > deadline:
-            return value
-        time.sleep(0.1)
 
 
 async def _relay(upstreams: Upstreams, capture: AnswerCapture | None) -> tuple[bytes, StreamEnd]:
@@ -136,7 +126,7 @@ def test_a_streamed_answer_is_recorded_with_its_cost_and_graded_as_served(
     with running_router(_service(router_file, upstreams, judge, db), encoder) as server:
         request_id, text = _stream(server.url)
         store = SqliteStore(db)
-        grades = _until(lambda: list(store.grades()), lambda g: len(g) >= 1)
+        grades = until(lambda: list(store.grades()), lambda g: len(g) >= 1, 20.0)
     assert text == upstreams[0].answer_text()
     assert [(g.request_id, g.model, g.sample_id, g.served) for g in grades] == [
         (request_id, EDGE_MODEL, 0, True)
@@ -173,13 +163,13 @@ def test_a_stream_the_client_left_is_recorded_but_never_graded(
         try:
             left = _leave_after_one_chunk(server.url)
             store = SqliteStore(db)
-            record = _until(lambda: store.get_record(left), lambda r: r is not None)
+            record = until(lambda: store.get_record(left), lambda r: r is not None, 20.0)
         finally:
             edge.reset()
         # The sampler works its queue in order: once a later stream is graded, a job for the
         # abandoned one would have been graded before it.
         finished, _ = _stream(server.url)
-        grades = _until(lambda: list(store.grades()), lambda g: len(g) >= 1)
+        grades = until(lambda: list(store.grades()), lambda g: len(g) >= 1, 20.0)
     assert record is not None and record.status == "499" and record.stream
     assert [(g.request_id, g.served) for g in grades] == [(finished, True)]
     store.close()

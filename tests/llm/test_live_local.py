@@ -25,15 +25,15 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import openai
 import pytest
 from helpers.onnx_routers import make_linear_router
+from helpers.polling import until
 from integration.upstream_server import ServerThread
 from llm.live_prompts import LivePrompt, live_prompt
 from llm.servers import start_model_server, stop
@@ -59,7 +59,6 @@ ADMIN = "admin-token-live-local"
 HOLDOUT = 0.4
 GEOGRAPHY = "mmlu-hendrycks-test-high_school_geography"
 SHADOW_WAIT_S = 300.0  # generous: two cores shared with whatever else runs
-T = TypeVar("T")
 
 
 @pytest.fixture(scope="module")
@@ -136,15 +135,6 @@ def _ask(client: openai.OpenAI, item: LivePrompt, *, stream: bool = False) -> st
     return str(raw.headers["x-request-id"])
 
 
-def _until(read: Callable[[], T], done: Callable[[T], bool], timeout_s: float) -> T:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = read()
-        if done(value) or time.monotonic() > deadline:
-            return value
-        time.sleep(0.5)
-
-
 def _counter(url: str, name: str, result: str) -> float:
     text = httpx.get(f"{url}/metrics", timeout=10).text
     match = re.search(rf'^{name}\{{result="{result}"\}} (\S+)$', text, re.MULTILINE)
@@ -158,7 +148,7 @@ def _shadow_done(url: str, jobs: int) -> None:
     def finished() -> float:
         return _counter(url, name, "done") + _counter(url, name, "failed")
 
-    _until(finished, lambda n: n >= jobs, SHADOW_WAIT_S)
+    until(finished, lambda n: n >= jobs, SHADOW_WAIT_S, every_s=0.5)
     assert _counter(url, name, "done") == jobs, httpx.get(f"{url}/metrics").text
     assert _counter(url, name, "dropped_queue") == _counter(url, name, "dropped_budget") == 0
 
@@ -173,7 +163,7 @@ def _store_rows(db: Path) -> tuple[list[LiveRecord], list[Grade]]:
 
 def _grades_landed(db: Path, count: int) -> tuple[list[LiveRecord], list[Grade]]:
     """The store once it holds ``count`` grades (the writer batches in the background)."""
-    return _until(lambda: _store_rows(db), lambda rows: len(rows[1]) >= count, 30.0)
+    return until(lambda: _store_rows(db), lambda rows: len(rows[1]) >= count, 30.0, every_s=0.5)
 
 
 def _decisions(state: Path) -> list[dict[str, Any]]:
@@ -315,7 +305,9 @@ def test_live_loop_with_a_grader_promotes_and_the_promoted_router_decides(
             ready = httpx.get(f"{server.url}/readyz", timeout=10).json()
             assert ready["router"]["path"] == saved["serving"]
             after = _ask(client, last)
-            records, _ = _until(lambda: _store_rows(db), lambda rows: len(rows[0]) > len(ids), 30.0)
+            records, _ = until(
+                lambda: _store_rows(db), lambda rows: len(rows[0]) > len(ids), 30.0, every_s=0.5
+            )
     finally:
         server.stop()
     record = next(r for r in records if r.request_id == after)
