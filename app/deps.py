@@ -29,6 +29,7 @@ from app.policy import ThresholdSnapshot, ThresholdState
 from app.scoring import RouterModel, Scorer
 from app.settings import Settings
 from app.shared import SharedState
+from app.shared_router import LocalRouterSync, RouterSync
 from app.upstream import Upstreams
 from app.utility import UtilityRouter, cloud_share_for_spend
 
@@ -66,20 +67,32 @@ class Services:
     cascade: CascadeService
     live: LiveLoop = field(default_factory=LiveLoop.disabled)  # records, shadow, feedback
     utility: UtilityRouter | None = None  # K-model decisions, expected costs (app.utility)
+    router_sync: RouterSync = field(default_factory=LocalRouterSync)  # reloads, with Redis
 
-    async def reload_router(self, path: str | Path) -> RouterModel:
+    async def reload_router(self, path: str | Path, *, announce: bool = True) -> RouterModel:
         """Swap in the router at ``path``, then let the threshold follow it (the reload rule is
         :class:`app.policy.ThresholdState`'s). ``RouterLoadError``: the old router keeps serving.
+
+        ``announce``: an admin reload, which (with Redis) every replica then loads too, and
+        which restarts the shared score window; ``False`` for a reload another replica
+        announced (app.shared_router), which did both already.
         """
         model = await asyncio.to_thread(self.scorer.reload, path)
         spend = self.threshold.snapshot().calibrated_spend
         self.threshold.follow_router(model.default_threshold, model.calibration)
         if self.utility is not None:
             self.utility.window.clear()  # the old router's predictions
-        await self.shared.reset_scores()
+        if announce:
+            await self.shared.reset_scores()
         if spend is not None:
             await self._recalibrate_spend(spend)
+        if announce:
+            await self.router_sync.publish(model)
         return model
+
+    async def follow_router(self, path: Path) -> RouterModel:
+        """Load a router another replica announced, without announcing it again."""
+        return await self.reload_router(path, announce=False)
 
     async def _recalibrate_spend(self, usd_per_1k_requests: float) -> None:
         """Keep an operator's spend target across a reload: the same spend with the new file

@@ -38,6 +38,7 @@ from app.routing import RouterParts, check_router_fits
 from app.scoring import Scorer, load_router_model
 from app.settings import Settings, get_settings
 from app.shared import build_shared_state
+from app.shared_router import build_router_sync
 from app.upstream import Upstreams
 from app.upstreams_file import configured_upstreams
 from app.utility import UtilityRouter
@@ -139,7 +140,9 @@ async def build_services(
     await shared.start()  # takes the replicas' shared threshold, if there is one
     stack.push_async_callback(shared.aclose)
     query_embedder = QueryEmbedder(embedder, cache)
-    return Services(
+    router_sync = build_router_sync(settings, metrics)
+    stack.push_async_callback(router_sync.aclose)
+    services = Services(
         settings=settings,
         metrics=metrics,
         embedder=embedder,
@@ -159,7 +162,12 @@ async def build_services(
         ),
         live=await LiveLoop.build(settings, metrics.live, stack),
         utility=utility,
+        router_sync=router_sync,
     )
+    # Takes the replicas' shared router, if there is one and it is not this file (after the
+    # shared threshold, so that the reload rule applies to the threshold it will serve with).
+    await router_sync.start(lambda: scorer.model, services.follow_router)
+    return services
 
 
 @asynccontextmanager

@@ -15,12 +15,16 @@ How it stays right: a replica applies every message whose ``id`` it has not appl
 background loop re-reads ``dars:threshold`` every ``DARS_SHARED_REFRESH_S`` (a lost message, a
 reconnect, a Redis restart) and once at start-up (a restarted replica takes the shared
 threshold, which wins over ``DARS_THRESHOLD`` and the router's default). Only operator and
-calibrated thresholds are published; a router reload applies the reload rule locally.
+calibrated thresholds are published; a router reload applies the reload rule locally (on every
+replica, since app.shared_router shares the reload itself).
 
 Redis down never fails or stalls a request: the request path only appends its score to a local
 buffer, flushed by the background loop; admin calls wait at most ``DARS_REDIS_TIMEOUT_S``; every
 call runs behind app.cache's :class:`CircuitBreaker`. A change that could not be written is kept
 locally and written again (not overwritten by the stored one) once Redis answers.
+
+:class:`SharedKey` (a key and its channel, written in one MULTI/EXEC and followed) and
+:func:`repeat` are the pieces other shared values reuse (app.shared_router: the router file).
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ import logging
 import time
 import uuid
 from collections import deque
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import numpy as np
@@ -53,10 +57,14 @@ __all__ = [
     "THRESHOLD_KEY",
     "LocalState",
     "RedisSharedState",
+    "SharedKey",
     "SharedState",
     "build_shared_state",
     "decode_snapshot",
     "encode_snapshot",
+    "new_change_id",
+    "redis_client",
+    "repeat",
 ]
 
 logger = logging.getLogger(__name__)
@@ -133,6 +141,107 @@ def decode_snapshot(raw: bytes | str) -> tuple[ThresholdSnapshot, str] | None:
         return None
 
 
+def new_change_id() -> str:
+    """A change's id: a process applies each id once and skips the ones it wrote itself."""
+    return uuid.uuid4().hex
+
+
+class SharedKey:
+    """One value shared through Redis: ``key`` holds the last change, ``channel`` announces it.
+
+    Both are written in one MULTI/EXEC, so messages arrive in the order the writes happened.
+    Every call runs behind one :class:`CircuitBreaker` and waits at most ``timeout_s``.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        key: str,
+        channel: str,
+        *,
+        timeout_s: float,
+        refresh_s: float,
+        breaker_failures: int,
+        breaker_reset_s: float,
+    ) -> None:
+        self.key = key
+        self.channel = channel
+        self.timeout_s = timeout_s
+        self.refresh_s = refresh_s
+        self.breaker = CircuitBreaker(failures=breaker_failures, reset_s=breaker_reset_s)
+        self.client = redis_client(url, read_timeout_s=timeout_s, connect_timeout_s=timeout_s)
+        # Subscriptions block on reads by design: their own client, without a read timeout.
+        self._subscriber = redis_client(url, read_timeout_s=None, connect_timeout_s=timeout_s)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, key: str, channel: str) -> SharedKey:
+        """``DARS_REDIS_URL`` must be set; no connection is made here."""
+        if settings.redis_url is None:
+            raise ValueError("DARS_REDIS_URL is not set")
+        return cls(
+            settings.redis_url.get_secret_value(),
+            key,
+            channel,
+            timeout_s=settings.redis_timeout_s,
+            refresh_s=settings.shared_refresh_s,
+            breaker_failures=settings.redis_breaker_failures,
+            breaker_reset_s=settings.redis_breaker_reset_s,
+        )
+
+    async def call(self, operation: Awaitable[_T]) -> tuple[bool, _T | None]:
+        return await self.breaker.call(operation, timeout_s=self.timeout_s, what="shared state")
+
+    async def write(self, payload: str) -> bool:
+        """Store and announce ``payload``; ``False`` when Redis did not take it."""
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.set(self.key, payload)
+            pipe.publish(self.channel, payload)
+            ok, _ = await self.call(pipe.execute())
+        return ok
+
+    async def read(self) -> bytes | str | None:
+        """The stored value; ``None`` when there is none or Redis does not answer."""
+        ok, raw = await self.call(self.client.get(self.key))
+        return raw if ok and isinstance(raw, bytes | str) else None
+
+    async def follow(self, on_value: Callable[[bytes | str], Awaitable[None]]) -> None:
+        """Pass every message to ``on_value``, and the stored value after each (re)subscription
+        (changes made while unsubscribed); reconnect after ``refresh_s``. Runs until cancelled."""
+        while True:
+            try:
+                async with self._subscriber.pubsub() as pubsub:
+                    await asyncio.wait_for(pubsub.subscribe(self.channel), self.refresh_s)
+                    raw = await self.read()
+                    if raw is not None:
+                        await on_value(raw)
+                    while True:
+                        message = await pubsub.get_message(
+                            ignore_subscribe_messages=True, timeout=self.refresh_s
+                        )
+                        if message is not None and message.get("type") == "message":
+                            await on_value(message["data"])
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # Redis down or gone: try again later
+                logger.debug("%s subscription lost: %s: %s", self.channel, type(exc).__name__, exc)
+            await asyncio.sleep(self.refresh_s)
+
+    async def aclose(self) -> None:
+        for client in (self.client, self._subscriber):
+            with contextlib.suppress(*REDIS_ERRORS):
+                await client.aclose()
+
+
+async def repeat(period_s: float, step: Callable[[], Awaitable[None]], what: str) -> None:
+    """Run ``step`` every ``period_s`` until cancelled; a failed step is logged, not fatal."""
+    while True:
+        await asyncio.sleep(period_s)
+        try:
+            await step()
+        except Exception as exc:  # the loop must outlive any surprise
+            logger.warning("%s failed", what, exc_info=exc)
+
+
 class RedisSharedState:
     """The threshold and score window of ``threshold`` shared through Redis (module docstring)."""
 
@@ -149,10 +258,18 @@ class RedisSharedState:
         self.threshold = threshold
         self.timeout_s = timeout_s
         self.refresh_s = refresh_s
-        self.breaker = CircuitBreaker(failures=breaker_failures, reset_s=breaker_reset_s)
-        self._client = _client(url, read_timeout_s=timeout_s, connect_timeout_s=timeout_s)
-        # Subscriptions block on reads by design: their own client, without a read timeout.
-        self._subscriber = _client(url, read_timeout_s=None, connect_timeout_s=timeout_s)
+        self._shared = SharedKey(
+            url,
+            THRESHOLD_KEY,
+            THRESHOLD_CHANNEL,
+            timeout_s=timeout_s,
+            refresh_s=refresh_s,
+            breaker_failures=breaker_failures,
+            breaker_reset_s=breaker_reset_s,
+        )
+        self.breaker = self._shared.breaker
+        self._client = self._shared.client
+        self._last_read = time.monotonic()
         self._scores: deque[float] = deque(maxlen=threshold.window)
         self._applied_id: str | None = None
         self._pending = False  # a local change Redis has not stored yet
@@ -164,9 +281,12 @@ class RedisSharedState:
     async def start(self) -> None:
         """Take the shared threshold if there is one, then follow changes in the background."""
         await self._reread()
+        self._last_read = time.monotonic()
         self._tasks = [
-            asyncio.create_task(self._listen(), name="dars-shared-listen"),
-            asyncio.create_task(self._tick(), name="dars-shared-tick"),
+            asyncio.create_task(self._shared.follow(self._on_value), name="dars-shared-listen"),
+            asyncio.create_task(
+                repeat(_TICK_S, self._tick, "shared state refresh"), name="dars-shared-tick"
+            ),
         ]
 
     async def aclose(self) -> None:
@@ -176,22 +296,17 @@ class RedisSharedState:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self._flush()
-        for client in (self._client, self._subscriber):
-            with contextlib.suppress(*REDIS_ERRORS):
-                await client.aclose()
+        await self._shared.aclose()
 
     # --- the service's calls
 
     async def publish(self) -> None:
         """Store and announce this replica's threshold; kept for a retry when Redis fails."""
-        change_id = uuid.uuid4().hex
+        change_id = new_change_id()
         payload = encode_snapshot(self.threshold.snapshot(), change_id)
         retry = self._pending
         self._applied_id, self._pending = change_id, True
-        async with self._client.pipeline(transaction=True) as pipe:
-            pipe.set(THRESHOLD_KEY, payload)
-            pipe.publish(THRESHOLD_CHANNEL, payload)
-            ok, _ = await self._call(pipe.execute())
+        ok = await self._shared.write(payload)
         if ok and self._applied_id == change_id:
             self._pending = False
         elif not ok and not retry:
@@ -229,25 +344,22 @@ class RedisSharedState:
             await self._call(pipe.execute())  # lost on failure: it is a sample window
 
     async def _tick(self) -> None:
-        last_read = time.monotonic()
-        while True:
-            await asyncio.sleep(_TICK_S)
-            try:
-                await self._flush()
-                if self._pending:
-                    await self.publish()
-                elif time.monotonic() - last_read >= self.refresh_s:
-                    last_read = time.monotonic()
-                    await self._reread()
-            except Exception as exc:  # the loop must outlive any surprise
-                logger.warning("shared state refresh failed", exc_info=exc)
+        await self._flush()
+        if self._pending:
+            await self.publish()
+        elif time.monotonic() - self._last_read >= self.refresh_s:
+            self._last_read = time.monotonic()
+            await self._reread()
 
     async def _reread(self) -> None:
         if self._pending:
             return
-        ok, raw = await self._call(self._client.get(THRESHOLD_KEY))
-        if ok and isinstance(raw, bytes | str):
+        raw = await self._shared.read()
+        if raw is not None:
             self._apply(raw)
+
+    async def _on_value(self, raw: bytes | str) -> None:
+        self._apply(raw)
 
     def _apply(self, raw: bytes | str) -> None:
         decoded = decode_snapshot(raw)
@@ -265,30 +377,11 @@ class RedisSharedState:
         self._applied_id = change_id
         logger.info("threshold %.4f (%s) from another replica", snapshot.value, snapshot.source)
 
-    async def _listen(self) -> None:
-        """Follow the channel; reconnect after ``refresh_s`` and re-read whatever was missed."""
-        while True:
-            try:
-                async with self._subscriber.pubsub() as pubsub:
-                    await asyncio.wait_for(pubsub.subscribe(THRESHOLD_CHANNEL), self.refresh_s)
-                    await self._reread()  # changes made while unsubscribed
-                    while True:
-                        message = await pubsub.get_message(
-                            ignore_subscribe_messages=True, timeout=self.refresh_s
-                        )
-                        if message is not None and message.get("type") == "message":
-                            self._apply(message["data"])
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # Redis down or gone: try again later
-                logger.debug("threshold subscription lost: %s: %s", type(exc).__name__, exc)
-            await asyncio.sleep(self.refresh_s)
-
     async def _call(self, operation: Awaitable[_T]) -> tuple[bool, _T | None]:
-        return await self.breaker.call(operation, timeout_s=self.timeout_s, what="shared state")
+        return await self._shared.call(operation)
 
 
-def _client(url: str, *, read_timeout_s: float | None, connect_timeout_s: float) -> Redis:
+def redis_client(url: str, *, read_timeout_s: float | None, connect_timeout_s: float) -> Redis:
     # No redis-py retries: the breaker is the retry policy (as in app.cache).
     return Redis.from_url(
         url,

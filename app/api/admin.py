@@ -96,6 +96,7 @@ async def reload_router(body: ReloadRequest, services: ServicesDep) -> ReloadRes
 
     The threshold follows the reload rule: a default one becomes the new file's default, an
     operator's is kept, a calibrated one is recalibrated; the rolling score window restarts.
+    With Redis, every other replica then loads the same path (app.shared_router).
     """
     path = body.path if body.path is not None else services.scorer.model.path
     try:

@@ -2,9 +2,10 @@
 
 Which worker answered is read from the workers' own metric files: in multiprocess mode each
 worker writes ``<kind>_<pid>.db`` into ``PROMETHEUS_MULTIPROC_DIR``, so per-pid counters say who
-served what, and per-pid gauges what each worker's threshold is. Checked: both workers serve;
-``/metrics`` sums every worker's requests; a threshold set on one worker reaches the other; an
-embedding computed by one worker is a Redis hit on the other; a killed worker is replaced, its
+served what, and per-pid gauges what each worker's threshold and router are. Checked: both
+workers serve; ``/metrics`` sums every worker's requests; a threshold set on one worker reaches
+the other, and so does a router reload; an embedding computed by one worker is a Redis hit on
+the other; a killed worker is replaced, its
 live gauges dropped and its counts kept; N > 1 without Redis is refused.
 """
 
@@ -29,6 +30,9 @@ from helpers.processes import free_port, log_tail, poll, stop_process, wait_unti
 from helpers.redis_server import RedisServer
 from helpers.worker_metrics import per_worker, served, total
 from prometheus_client.parser import text_string_to_metric_families
+
+from router_models.live.reload import reload_service
+from router_models.live.state import file_sha256
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "admin-secret"
@@ -174,6 +178,22 @@ def test_a_threshold_set_on_one_worker_reaches_the_other(service: Service) -> No
     followed = poll(lambda: thresholds() == [new] * WORKERS, timeout_s=PROPAGATION_BOUND_S)
     assert followed, f"per-worker thresholds {thresholds()}\n{log_tail(service.log)}"
     assert _exported(service, "dars_threshold") == new
+
+
+def test_a_router_reload_on_one_worker_reaches_the_other(service: Service, tmp_path: Path) -> None:
+    weights = np.random.default_rng(9).normal(size=384).astype(np.float32)
+    promoted = make_linear_router(tmp_path / "promoted.onnx", weights=weights)
+    sha = file_sha256(promoted)
+    reload_service(service.url, TOKEN, promoted)  # reaches one worker, as the live loop's does
+
+    def routers() -> list[float]:
+        gauges = per_worker(service.metrics_dir, "gauge_livemax")
+        return [
+            total(samples, "dars_live_router_version", sha256=sha) for samples in gauges.values()
+        ]
+
+    followed = poll(lambda: routers() == [1.0] * WORKERS, timeout_s=PROPAGATION_BOUND_S)
+    assert followed, f"per-worker router {routers()}\n{log_tail(service.log)}"
 
 
 def test_an_embedding_cached_by_one_worker_is_a_hit_on_the_other(service: Service) -> None:
