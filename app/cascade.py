@@ -56,6 +56,7 @@ from app.policy import MIN_LIVE_SCORES, Decision, Reason, ThresholdState
 from app.protocol import ChatCompletionRequest
 from app.query import query_policy, query_text
 from app.routing import RouterParts, RoutingParts, decide_scored, escalation_score
+from app.shared import LocalState, SharedState
 from app.upstream import UpstreamFailed, UpstreamName, Upstreams, Usage
 from router_models.cascade import decide as decide_samples
 from router_models.cascade import escalates
@@ -236,9 +237,15 @@ class CascadeService:
         )
         # The live window of normalised entropies (route "cloud" = escalated); no metrics object:
         # dars_threshold and dars_cloud_share belong to the router's threshold.
-        self.threshold = ThresholdState(config.threshold, window=config.window, source="default")
-        if metrics is not None:
-            metrics.cascade_threshold.set(config.threshold)
+        self.threshold = ThresholdState(
+            config.threshold,
+            window=config.window,
+            source="default",
+            value_gauge=None if metrics is None else metrics.cascade_threshold,
+        )
+        # With Redis, the threshold and entropy window of every replica (app.shared); the
+        # lifespan replaces this local one and starts it.
+        self.shared: SharedState = LocalState()
 
     @property
     def ladder(self) -> tuple[UpstreamName, ...]:
@@ -249,30 +256,32 @@ class CascadeService:
         """The cascade selection of a ``model`` field, ``None`` for another routing mode."""
         return parse_cascade_model(model, default_mode=self.config.default_mode)
 
-    def set_threshold(self, value: float) -> float:
-        """An operator's entropy threshold (admin API)."""
-        return self._gauge(self.threshold.set(value))
+    async def set_threshold(self, value: float) -> float:
+        """An operator's entropy threshold (admin API), here and (with Redis) on every replica."""
+        value = self.threshold.set(value)
+        await self.shared.publish()
+        return value
 
-    def calibrate(self, cloud_share: float) -> float:
+    async def calibrate(self, cloud_share: float) -> float:
         """The entropy threshold escalating about ``cloud_share`` of the recent sampled requests
-        (ties at the threshold stay on the edge: entropies take few distinct values).
+        of every replica with Redis, else of this one (ties at the threshold stay on the edge:
+        entropies take few distinct values).
 
         Raises ``InvalidRequest``: a share outside [0, 1], or fewer than ``MIN_LIVE_SCORES``
         sampled requests so far (code ``calibration_unavailable``).
         """
-        live = self.threshold.live_scores().size
-        if live < MIN_LIVE_SCORES and cloud_share not in (0.0, 1.0):
+        scores = await self.shared.live_scores()
+        if scores is None:
+            scores = self.threshold.live_scores()
+        if scores.size < MIN_LIVE_SCORES and cloud_share not in (0.0, 1.0):
             raise InvalidRequest(
-                f"cannot calibrate the cascade: {live} sampled requests so far "
+                f"cannot calibrate the cascade: {scores.size} sampled requests so far "
                 f"(need {MIN_LIVE_SCORES})",
                 param="cloud_share",
                 code="calibration_unavailable",
             )
-        return self._gauge(self.threshold.calibrate(cloud_share, None))
-
-    def _gauge(self, value: float) -> float:
-        if self.metrics is not None:
-            self.metrics.cascade_threshold.set(value)
+        value = self.threshold.calibrate(cloud_share, None, scores=scores)
+        await self.shared.publish()
         return value
 
     async def run(

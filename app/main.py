@@ -37,7 +37,7 @@ from app.request_context import RequestContext, error_response
 from app.routing import RouterParts, check_router_fits
 from app.scoring import Scorer, load_router_model
 from app.settings import Settings, get_settings
-from app.shared import build_shared_state
+from app.shared import CASCADE_PREFIX, build_shared_state
 from app.shared_router import build_router_sync
 from app.upstream import Upstreams
 from app.upstreams_file import configured_upstreams
@@ -140,6 +140,18 @@ async def build_services(
     await shared.start()  # takes the replicas' shared threshold, if there is one
     stack.push_async_callback(shared.aclose)
     query_embedder = QueryEmbedder(embedder, cache)
+    cascade = build_cascade(
+        settings,
+        upstreams=upstreams,
+        embedder=embedder,
+        query_embedder=query_embedder,
+        router=RouterParts(scorer, threshold, utility),
+        metrics=metrics,
+    )
+    # The cascade's entropy threshold and window, shared like the router's (own keys).
+    cascade.shared = build_shared_state(settings, cascade.threshold, prefix=CASCADE_PREFIX)
+    await cascade.shared.start()
+    stack.push_async_callback(cascade.shared.aclose)
     router_sync = build_router_sync(settings, metrics)
     stack.push_async_callback(router_sync.aclose)
     services = Services(
@@ -152,14 +164,7 @@ async def build_services(
         threshold=threshold,
         upstreams=upstreams,
         shared=shared,
-        cascade=build_cascade(
-            settings,
-            upstreams=upstreams,
-            embedder=embedder,
-            query_embedder=query_embedder,
-            router=RouterParts(scorer, threshold, utility),
-            metrics=metrics,
-        ),
+        cascade=cascade,
         live=await LiveLoop.build(settings, metrics.live, stack),
         utility=utility,
         router_sync=router_sync,

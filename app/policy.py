@@ -34,6 +34,8 @@ from app.errors import InvalidRequest, ModelNotFound
 from router_models.contract import Calibration
 
 if TYPE_CHECKING:
+    from prometheus_client import Gauge
+
     from app.metrics import Metrics
     from app.settings import Settings
 
@@ -217,11 +219,15 @@ class ThresholdState:
         window: int = 1000,
         metrics: Metrics | None = None,
         source: ThresholdSource = "operator",
+        value_gauge: Gauge | None = None,
     ):
         if window < 1:
             raise ValueError("window must be >= 1")
         self._lock = threading.Lock()
         self._metrics = metrics
+        # Where the value shows when not dars_threshold (the cascade's entropy threshold): set
+        # on every change, a replica's through Redis included.
+        self._value_gauge = value_gauge
         self._scores: deque[float] = deque(maxlen=window)
         self._routes: deque[bool] = deque(maxlen=window)  # True = cloud
         self._cloud = 0
@@ -292,6 +298,8 @@ class ThresholdState:
             self._calibrated_spend = calibrated_spend
         if self._metrics is not None:
             self._metrics.threshold.set(value)
+        if self._value_gauge is not None:
+            self._value_gauge.set(value)
         return value
 
     def follow_router(self, default_threshold: float, calibration: Calibration | None) -> float:

@@ -10,6 +10,8 @@ every replica within a second and survives restarts; without it each process kee
                             messages arrive in the order the writes happened
     dars:scores             the replicas' recent router scores (calibration's live window),
                             trimmed to DARS_CALIBRATION_WINDOW
+    dars:cascade:threshold  the same three for the confidence cascade's entropy threshold
+    dars:cascade:scores     and its window of sampled requests' entropies
 
 How it stays right: a replica applies every message whose ``id`` it has not applied yet; a
 background loop re-reads ``dars:threshold`` every ``DARS_SHARED_REFRESH_S`` (a lost message, a
@@ -52,6 +54,8 @@ if TYPE_CHECKING:
     from app.settings import Settings
 
 __all__ = [
+    "CASCADE_PREFIX",
+    "KEY_PREFIX",
     "SCORES_KEY",
     "THRESHOLD_CHANNEL",
     "THRESHOLD_KEY",
@@ -69,9 +73,11 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-THRESHOLD_KEY = "dars:threshold"
-THRESHOLD_CHANNEL = "dars:threshold"
-SCORES_KEY = "dars:scores"
+KEY_PREFIX = "dars"  # the router's threshold; the cascade's entropy threshold: CASCADE_PREFIX
+CASCADE_PREFIX = "dars:cascade"
+THRESHOLD_KEY = f"{KEY_PREFIX}:threshold"
+THRESHOLD_CHANNEL = THRESHOLD_KEY
+SCORES_KEY = f"{KEY_PREFIX}:scores"
 _TICK_S = 0.2  # score flushes and retries of unwritten changes
 _T = TypeVar("_T")
 
@@ -254,14 +260,16 @@ class RedisSharedState:
         refresh_s: float,
         breaker_failures: int,
         breaker_reset_s: float,
+        prefix: str = KEY_PREFIX,
     ) -> None:
         self.threshold = threshold
         self.timeout_s = timeout_s
         self.refresh_s = refresh_s
+        self._scores_key = f"{prefix}:scores"
         self._shared = SharedKey(
             url,
-            THRESHOLD_KEY,
-            THRESHOLD_CHANNEL,
+            f"{prefix}:threshold",
+            f"{prefix}:threshold",
             timeout_s=timeout_s,
             refresh_s=refresh_s,
             breaker_failures=breaker_failures,
@@ -315,7 +323,7 @@ class RedisSharedState:
     async def live_scores(self) -> np.ndarray | None:
         """The replicas' shared score window, ``None`` when Redis does not answer."""
         await self._flush()
-        ok, raw = await self._call(self._client.lrange(SCORES_KEY, 0, -1))
+        ok, raw = await self._call(self._client.lrange(self._scores_key, 0, -1))
         if not ok or raw is None:
             return None
         try:
@@ -326,7 +334,7 @@ class RedisSharedState:
     async def reset_scores(self) -> None:
         """Empty the shared window (a new router's scores say nothing of the old one's)."""
         self._scores.clear()
-        await self._call(self._client.delete(SCORES_KEY))
+        await self._call(self._client.delete(self._scores_key))
 
     # --- background
 
@@ -339,8 +347,8 @@ class RedisSharedState:
         scores = [repr(score) for score in self._scores]
         self._scores.clear()
         async with self._client.pipeline(transaction=False) as pipe:
-            pipe.rpush(SCORES_KEY, *scores)
-            pipe.ltrim(SCORES_KEY, -self.threshold.window, -1)
+            pipe.rpush(self._scores_key, *scores)
+            pipe.ltrim(self._scores_key, -self.threshold.window, -1)
             await self._call(pipe.execute())  # lost on failure: it is a sample window
 
     async def _tick(self) -> None:
@@ -391,8 +399,11 @@ def redis_client(url: str, *, read_timeout_s: float | None, connect_timeout_s: f
     )
 
 
-def build_shared_state(settings: Settings, threshold: ThresholdState) -> SharedState:
-    """Redis-backed when ``DARS_REDIS_URL`` is set (no connection made here), else local."""
+def build_shared_state(
+    settings: Settings, threshold: ThresholdState, *, prefix: str = KEY_PREFIX
+) -> SharedState:
+    """Redis-backed when ``DARS_REDIS_URL`` is set (no connection made here), else local;
+    ``prefix`` names the keys (``<prefix>:threshold``, ``<prefix>:scores``)."""
     if settings.redis_url is None:
         return LocalState()
     return RedisSharedState(
@@ -402,4 +413,5 @@ def build_shared_state(settings: Settings, threshold: ThresholdState) -> SharedS
         refresh_s=settings.shared_refresh_s,
         breaker_failures=settings.redis_breaker_failures,
         breaker_reset_s=settings.redis_breaker_reset_s,
+        prefix=prefix,
     )

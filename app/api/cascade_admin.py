@@ -45,7 +45,7 @@ async def set_cascade_threshold(
     body: ThresholdUpdate, services: ServicesDep
 ) -> CascadeThresholdResponse:
     """Set the entropy threshold: 0 escalates on any disagreement, 1 never escalates."""
-    services.cascade.set_threshold(body.value)
+    await services.cascade.set_threshold(body.value)
     return _threshold(services)
 
 
@@ -54,5 +54,5 @@ async def calibrate_cascade_threshold(
     body: CalibrateRequest, services: ServicesDep
 ) -> CascadeThresholdResponse:
     """The threshold escalating about ``cloud_share`` of recent sampled requests (needs 50)."""
-    services.cascade.calibrate(body.cloud_share)
+    await services.cascade.calibrate(body.cloud_share)
     return _threshold(services)

@@ -273,25 +273,27 @@ async def test_a_failed_edge_is_the_clients_error_without_failover() -> None:
 async def test_calibration_to_a_cloud_share_uses_the_live_entropies() -> None:
     service, metrics = make(Edge(["x"]))
     with pytest.raises(InvalidRequest) as refused:
-        service.calibrate(0.3)
+        await service.calibrate(0.3)
     assert refused.value.code == "calibration_unavailable"
     rng = np.random.default_rng(0)
     entropies = rng.uniform(0.0, 1.0, size=200)
     for value in entropies:
         service.threshold.record(float(value), "cloud" if value > 0 else "edge")
 
-    threshold = service.calibrate(0.3)
+    threshold = await service.calibrate(0.3)
 
     assert np.mean(entropies > threshold) == pytest.approx(0.3, abs=0.03)
     assert service.threshold.source == "calibrated"
     assert count(metrics, "dars_cascade_threshold") == threshold
-    assert service.set_threshold(0.25) == 0.25 and service.threshold.source == "operator"
+    assert await service.set_threshold(0.25) == 0.25
+    assert service.threshold.source == "operator"
+    assert count(metrics, "dars_cascade_threshold") == 0.25
 
 
 async def test_the_server_threshold_applies_without_a_per_request_one() -> None:
     service, _ = make(Edge(["The answer is 5", "The answer is 4", "answer: 4"]))
     assert (await run(service)).verdict == "escalate"  # default 0: any disagreement
-    service.set_threshold(0.6)
+    await service.set_threshold(0.6)
     assert (await run(service)).verdict == "keep"
 
 
