@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.aiohttp_transport import upstream_transport
 from app.api import api_routers
 from app.cache import build_cache
 from app.cascade import build_cascade
@@ -120,8 +119,7 @@ async def build_services(
     )
     cache = build_cache(settings, metrics)
     stack.push_async_callback(cache.aclose)
-    transport = upstream_transport(settings.upstream_transport, settings.upstream_max_connections)
-    upstreams = Upstreams.from_config(upstream_config, settings, metrics, transport=transport)
+    upstreams = Upstreams.from_config(upstream_config, settings, metrics)
     stack.push_async_callback(upstreams.aclose)
     utility = UtilityRouter(upstream_config, upstreams, window=settings.calibration_window)
     logger.info(

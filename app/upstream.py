@@ -26,6 +26,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
+from app.aiohttp_transport import upstream_transport
 from app.errors import (
     DarsError,
     InvalidRequest,
@@ -469,7 +470,12 @@ class Upstreams:
         *,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> Upstreams:
-        """Clients for every configured upstream (a file's or the edge/cloud shorthand)."""
+        """Clients for every configured upstream (a file's or the edge/cloud shorthand).
+
+        Each gets its own ``DARS_UPSTREAM_TRANSPORT`` pool of its own ``max_connections`` (a
+        file's per-upstream value, else ``DARS_UPSTREAM_MAX_CONNECTIONS``), unless one
+        ``transport`` is given for all (tests).
+        """
         file = None if config.source == "env" else config.source
         clients = [
             UpstreamClient(
@@ -478,7 +484,8 @@ class Upstreams:
                 retries=settings.upstream_retries,
                 backoff_s=settings.upstream_backoff_s,
                 metrics=metrics,
-                transport=transport,
+                transport=transport
+                or upstream_transport(settings.upstream_transport, spec.config.max_connections),
                 file=file,
             )
             for spec in config.upstreams

@@ -7,8 +7,10 @@ the aiohttp one (the default), must put the same well-formed request on the wire
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -16,9 +18,11 @@ from integration.upstream_server import FakeUpstream
 from pydantic import SecretStr
 
 from app.aiohttp_transport import AiohttpTransport
-from app.settings import UpstreamSettings
-from app.upstream import UpstreamClient
+from app.settings import Settings, UpstreamSettings
+from app.upstream import UpstreamClient, Upstreams
+from app.upstreams_file import configured_upstreams
 
+HANG_GUARD_S = 30.0  # bounds a wait so that a broken pool fails instead of hanging
 BODY = {"messages": [{"role": "user", "content": "Grüße: what is 2 + 2?"}], "temperature": 0.5}
 
 
@@ -105,3 +109,35 @@ async def test_a_non_ascii_key_goes_out_as_the_same_bytes_on_both_transports(
 def transport_kind(request: pytest.FixtureRequest) -> str:
     kind: str = request.param
     return kind
+
+
+async def test_each_upstream_of_a_file_has_its_own_pool_of_its_own_size(
+    upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    """``max_connections: 1`` on one upstream holds its second call until the first is done,
+    while another upstream of the same file is not held by it (its own pool)."""
+    upstream.reset()
+    upstream.chunk_delay_s = 1.0  # a stream still arriving holds its connection (10 s at most)
+    upstream.stream_chunks = 10
+    (tmp_path / "upstreams.yaml").write_text(
+        "upstreams:\n"
+        f"  - {{name: small, base_url: '{upstream.base_url}', model: edge-model,"
+        " max_connections: 1}\n"
+        f"  - {{name: large, base_url: '{upstream.base_url}', model: cloud-model}}\n"
+    )
+    settings = Settings(_env_file=None, upstreams_file=tmp_path / "upstreams.yaml")  # type: ignore[call-arg]
+    upstreams = Upstreams.from_config(configured_upstreams(settings), settings)  # aiohttp
+    body = {**BODY, "stream": True}
+    try:
+        first = await upstreams["small"].open_stream_once(body)  # holds small's one connection
+        second = asyncio.create_task(upstreams["small"].open_stream_once(body))
+        other = await asyncio.wait_for(upstreams["large"].open_stream_once(body), HANG_GUARD_S)
+        await other.aclose()
+        assert not second.done()  # still waiting for small's connection
+        await first.aclose()
+        await (await asyncio.wait_for(second, HANG_GUARD_S)).aclose()
+        models = [r.body["model"] for r in upstream.requests]
+        assert models == ["edge-model", "cloud-model", "edge-model"]
+    finally:
+        await upstreams.aclose()
+        upstream.reset()
