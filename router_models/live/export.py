@@ -83,6 +83,20 @@ def _row(
     }
 
 
+def _exportable(
+    by_id: dict[str, LiveRecord], request_id: str, stats: ExportStats
+) -> LiveRecord | None:
+    """The record a grade or feedback refers to when it can be exported (its prompt text was
+    kept); else None, counted in ``stats`` as unknown or without prompt."""
+    record = by_id.get(request_id)
+    if record is None:
+        stats.unknown_request += 1
+    elif record.prompt is None:
+        stats.no_prompt += 1
+        return None
+    return record
+
+
 def live_observations(
     records: Iterable[LiveRecord],
     feedback: Iterable[Feedback],
@@ -101,12 +115,8 @@ def live_observations(
     by_id = {r.request_id: r for r in records}
     rows: list[tuple[float, str, dict[str, Any]]] = []
     for fb in feedback:
-        record = by_id.get(fb.request_id)
-        if record is None:
-            stats.unknown_request += 1
-        elif record.prompt is None:
-            stats.no_prompt += 1
-        else:
+        record = _exportable(by_id, fb.request_id, stats)
+        if record is not None:
             meta: dict[str, Any] = {
                 "source": "feedback",
                 "feedback": fb.source,
@@ -117,12 +127,8 @@ def live_observations(
             rows.append((fb.ts, f"{fb.request_id}\0feedback", row))
             stats.from_feedback += 1
     for grade in grades:
-        record = by_id.get(grade.request_id)
-        if record is None:
-            stats.unknown_request += 1
-        elif record.prompt is None:
-            stats.no_prompt += 1
-        else:
+        record = _exportable(by_id, grade.request_id, stats)
+        if record is not None:
             meta = {
                 "source": "judge",
                 "judge": grade.judge,
