@@ -31,6 +31,7 @@ from app.encoders import (
     resolve_device,
 )
 from app.errors import RouterUnavailable
+from app.tasks import cancel_and_wait
 from router_models.contract import DEFAULT_EMBEDDING_MODEL_ID, default_encoder_path, load_encoder
 
 if TYPE_CHECKING:
@@ -128,10 +129,7 @@ class BatchingEmbedder:
     async def aclose(self) -> None:
         """Stop batching; every caller still waiting gets ``RouterUnavailable``, none hangs."""
         worker, self._worker = self._worker, None
-        if worker is not None:
-            worker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await worker
+        await cancel_and_wait(worker)
         passes, self._passes = list(self._passes), set()
         for task in passes:
             task.cancel()

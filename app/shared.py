@@ -49,6 +49,7 @@ from redis.backoff import NoBackoff
 from app.cache import REDIS_ERRORS, CircuitBreaker
 from app.errors import InvalidRequest
 from app.policy import Route, ThresholdSnapshot, ThresholdState
+from app.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     from app.settings import Settings
@@ -298,11 +299,7 @@ class RedisSharedState:
         ]
 
     async def aclose(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(*self._tasks)
         await self._flush()
         await self._shared.aclose()
 

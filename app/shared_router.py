@@ -24,7 +24,6 @@ written again on a later tick (unless a newer reload replaces it), as for the th
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
@@ -34,6 +33,7 @@ from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from app.scoring import RouterLoadError, RouterModel
 from app.shared import SharedKey, new_change_id, repeat
+from app.tasks import cancel_and_wait
 from router_models.live.state import file_sha256
 
 if TYPE_CHECKING:
@@ -138,11 +138,7 @@ class RedisRouterSync:
         await self._write()
 
     async def aclose(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(*self._tasks)
         await self._shared.aclose()
 
     async def _write(self) -> None:

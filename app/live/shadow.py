@@ -17,7 +17,6 @@ through Redis). Grades go to the store writer as
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
@@ -30,6 +29,7 @@ from app.live.judge import Judge
 from app.live.metrics import LiveMetrics
 from app.live.rewrites import ShadowRewriter, last_user_text, with_user_text
 from app.live.writer import LiveWriter
+from app.tasks import cancel_and_wait
 from app.upstream import UpstreamClient, UpstreamFailed, UpstreamName, Usage
 from router_models.collect.client import CollectError
 from router_models.live.records import Grade
@@ -255,10 +255,7 @@ class ShadowSampler:
 
     async def aclose(self) -> None:
         """Stop sampling; queued jobs are dropped (they were never on a request's path)."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
         close = getattr(self.judge, "aclose", None)
         if close is not None:
             await close()

@@ -10,11 +10,11 @@ yet written are remembered, so feedback that races the writer is not refused.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Sequence
 
 from app.live.metrics import LiveMetrics
+from app.tasks import cancel_and_wait
 from router_models.live.records import Grade, LiveRecord
 from router_models.live.store import LiveStore
 
@@ -104,9 +104,6 @@ class LiveWriter:
 
     async def aclose(self) -> None:
         """Stop the task, then write what is left: a clean shutdown loses nothing queued."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
         await self.flush()
         await asyncio.to_thread(self.store.close)
